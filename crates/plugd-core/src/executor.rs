@@ -1,0 +1,202 @@
+//! One execute of an invocation: validation, the plugin call, and the state it leads to.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use plugd_sdk::{Callback, CallbackPreparer, ExecuteError, ExecuteRequest, Outcome, PluginError, Report, State};
+use serde_json::{Map, Value};
+use tracing::Instrument;
+
+use crate::{transition, Invocation, Registry, Trigger};
+
+/// Runs executes against a registry; knows nothing about where invocations are kept.
+#[derive(Clone)]
+pub struct Executor {
+    registry: Arc<Registry>,
+    callbacks: Arc<dyn CallbackPreparer>,
+}
+
+/// The result of one execute, to be applied to the invocation (and persisted by a store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The new state: POLL, CALLBACK, SUCCESS or FAIL.
+    pub state: State,
+    /// The invoke count, this execute included.
+    pub invoke_count: u32,
+    /// Storage after the execute.
+    pub storage: Map<String, Value>,
+    /// Outputs after the execute.
+    pub outputs: Map<String, Value>,
+    /// In state FAIL, why, with one of the contract's prefixes.
+    pub err: Option<String>,
+    /// In state POLL, when to execute again.
+    pub poll_after: Option<Duration>,
+    /// Reports attached by this execute (kept even when it failed).
+    pub reports: Vec<Report>,
+}
+
+impl Step {
+    /// A FAIL step that keeps `storage` and `outputs` as they are.
+    pub fn fail(invoke_count: u32, storage: Map<String, Value>, outputs: Map<String, Value>, err: String) -> Step {
+        Step {
+            state: State::Fail,
+            invoke_count,
+            storage,
+            outputs,
+            err: Some(err),
+            poll_after: None,
+            reports: Vec::new(),
+        }
+    }
+}
+
+/// A step that must not run at all.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StepError {
+    /// The trigger does not fit the state: a late poll, a duplicate callback, a finished invocation.
+    #[error("cannot run {trigger} on invocation {trace_id} in state {state}")]
+    WrongState {
+        /// The invocation.
+        trace_id: String,
+        /// Its state.
+        state: State,
+        /// What was asked.
+        trigger: Trigger,
+    },
+}
+
+impl Executor {
+    /// An executor over `registry` whose plugins get callback URLs from `callbacks`.
+    pub fn new(registry: Arc<Registry>, callbacks: Arc<dyn CallbackPreparer>) -> Executor {
+        Executor { registry, callbacks }
+    }
+
+    /// The registry it runs plugins from.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Runs one execute of `invocation` for `trigger`, and returns what to apply.
+    ///
+    /// Validation failures, plugin errors, panics and invalid outputs all become a FAIL step with the
+    /// bk-plugin error prefixes; only a trigger that does not fit the state is an `Err`.
+    pub async fn step(&self, invocation: &Invocation, trigger: Trigger) -> Result<Step, StepError> {
+        if invocation.state != trigger.expected_state() {
+            return Err(StepError::WrongState {
+                trace_id: invocation.trace_id.clone(),
+                state: invocation.state,
+                trigger,
+            });
+        }
+        let span = tracing::info_span!(
+            "execute",
+            trace_id = %invocation.trace_id,
+            plugin = %invocation.plugin,
+            version = %invocation.version,
+            invoke_count = invocation.invoke_count + 1,
+        );
+        let callback = match trigger {
+            Trigger::Callback(callback) => Some(callback),
+            Trigger::Start | Trigger::Poll => None,
+        };
+        Ok(self.run(invocation, callback).instrument(span).await)
+    }
+
+    async fn run(&self, invocation: &Invocation, callback: Option<Callback>) -> Step {
+        let invoke_count = invocation.invoke_count + 1;
+        let fail = |err: String, storage: Map<String, Value>, outputs: Map<String, Value>| {
+            tracing::debug!(err = %err, "execute failed");
+            Step::fail(invoke_count, storage, outputs, err)
+        };
+        let unchanged = || (invocation.storage.clone(), invocation.outputs.clone());
+
+        let plugin = match self.registry.get(&invocation.plugin, Some(&invocation.version)) {
+            Ok(plugin) => plugin,
+            Err(e) => {
+                let (storage, outputs) = unchanged();
+                return fail(format!("plugin execute raise unexpected error: {e}"), storage, outputs);
+            }
+        };
+        if let Err(e) = plugin.inputs.validate(&invocation.inputs) {
+            let (storage, outputs) = unchanged();
+            return fail(format!("inputs validation error: {e}"), storage, outputs);
+        }
+        if let Err(e) = plugin.context_inputs.validate(&invocation.context) {
+            let (storage, outputs) = unchanged();
+            return fail(format!("context validation error: {e}"), storage, outputs);
+        }
+
+        tracing::debug!(state = %invocation.state, "plugin start execute");
+        let request = ExecuteRequest {
+            trace_id: invocation.trace_id.clone(),
+            state: invocation.state,
+            invoke_count,
+            inputs: invocation.inputs.clone(),
+            context: invocation.context.clone(),
+            storage: invocation.storage.clone(),
+            outputs: invocation.outputs.clone(),
+            callback,
+            callbacks: self.callbacks.clone(),
+        };
+        let response = match AssertUnwindSafe(plugin.plugin.execute(request)).catch_unwind().await {
+            Ok(response) => response,
+            Err(panic) => {
+                let (storage, outputs) = unchanged();
+                let err = format!("plugin execute raise unexpected error: panic: {}", panic_message(&*panic));
+                return fail(err, storage, outputs);
+            }
+        };
+
+        // The Python kit reports errors of later executes as "plugin schedule failed".
+        let failed_prefix =
+            if invocation.state == State::Empty { "plugin execute failed" } else { "plugin schedule failed" };
+        let (storage, outputs, reports) = (response.storage, response.outputs, response.reports);
+        // Reports of a failed execute still tell what happened.
+        let fail = |err: String, storage, outputs| Step { reports: reports.clone(), ..fail(err, storage, outputs) };
+        let (state, poll_after) = match response.result {
+            Ok(Outcome::Success) => {
+                if let Err(e) = plugin.outputs.validate(&Value::Object(outputs.clone())) {
+                    return fail(format!("outputs validation error: {e}"), storage, outputs);
+                }
+                (State::Success, None)
+            }
+            Ok(Outcome::Poll(after)) => (State::Poll, Some(after)),
+            Ok(Outcome::Callback) => (State::Callback, None),
+            Err(ExecuteError::Inputs(e)) => {
+                let (storage, outputs) = unchanged();
+                return fail(format!("inputs validation error: {e}"), storage, outputs);
+            }
+            Err(ExecuteError::Context(e)) => {
+                let (storage, outputs) = unchanged();
+                return fail(format!("context validation error: {e}"), storage, outputs);
+            }
+            Err(ExecuteError::Plugin(PluginError::Failed(message))) => {
+                return fail(format!("{failed_prefix}: {message}"), storage, outputs);
+            }
+            // As in the Python kit, storage and outputs of an unexpected error are not kept.
+            Err(ExecuteError::Plugin(PluginError::Unexpected(message))) => {
+                let (storage, outputs) = unchanged();
+                return fail(format!("plugin execute raise unexpected error: {message}"), storage, outputs);
+            }
+        };
+        let state = transition(invocation.state, state).expect("execute runs only in EMPTY, POLL or CALLBACK");
+        tracing::debug!(%state, ?poll_after, "plugin execute done");
+        Step { state, invoke_count, storage, outputs, err: None, poll_after, reports }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,281 @@
+//! The persistence boundary: [`Store`] and the records it keeps.
+//!
+//! A store persists decisions the runtime made; it never makes them. Every state change it writes
+//! comes from an [`crate::Executor::step`] (or a cancel), and every write that completes an execute is
+//! fenced by the attempt number taken when the invocation was claimed, so a late writer that lost its
+//! lease changes nothing. Times are Unix milliseconds, passed in by the caller.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use plugd_sdk::Callback;
+use serde_json::Value;
+
+use crate::{Invocation, Step, Trigger};
+
+/// A boxed future, so that `dyn Store` works.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// `d` after `now`, saturating: a huge configured duration means "never", not an overflow.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(plugd_core::store::millis_after(1_000, Duration::from_secs(2)), 3_000);
+/// assert_eq!(plugd_core::store::millis_after(1_000, Duration::MAX), i64::MAX);
+/// ```
+pub fn millis_after(now: Millis, d: Duration) -> Millis {
+    now.saturating_add(Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX))
+}
+
+/// An invocation as stored, with its bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredInvocation {
+    /// The invocation record.
+    pub invocation: Invocation,
+    /// When it was accepted.
+    pub created_at: Millis,
+    /// When it last changed.
+    pub updated_at: Millis,
+    /// When it reached SUCCESS or FAIL.
+    pub finish_at: Option<Millis>,
+    /// When the scheduler should claim it next: a poll's due time, a callback's arrival, or the
+    /// expiry of the current lease.
+    pub next_run_at: Option<Millis>,
+    /// Who holds the lease, while an execute runs.
+    pub lease_owner: Option<String>,
+    /// Until when the lease holds.
+    pub lease_expires_at: Option<Millis>,
+    /// Incremented by every claim: the fencing token of completions.
+    pub attempt: i64,
+    /// After this time the invocation fails instead of executing again.
+    pub deadline_at: Option<Millis>,
+}
+
+/// A new invocation after its first execute, as `invoke` accepts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInvocation {
+    /// The invocation, with its first step applied.
+    pub invocation: Invocation,
+    /// Now.
+    pub now: Millis,
+    /// When to poll, in state POLL.
+    pub next_run_at: Option<Millis>,
+    /// The deadline, if limits are configured.
+    pub deadline_at: Option<Millis>,
+    /// Log lines of the first execute.
+    pub logs: String,
+    /// Reports of the first execute, as stored (JSON objects).
+    pub reports: Vec<Value>,
+}
+
+/// An invocation claimed for one execute, with what triggers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    /// The invocation, as claimed (its `attempt` is the fencing token).
+    pub stored: StoredInvocation,
+    /// When it was due: the poll time, or the arrival of the callback (for lateness metrics).
+    pub due_at: Millis,
+    /// A poll, or the oldest callback not yet consumed.
+    pub trigger: Trigger,
+}
+
+/// A finish callback to deliver: POST `body` to `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishCallback {
+    /// The calling system's URL (`plugin_callback_info.url`).
+    pub url: String,
+    /// The JSON body (`plugin_callback_info.data`).
+    pub body: String,
+}
+
+/// The result of a claimed execute, written only if the claim still holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The invocation.
+    pub trace_id: String,
+    /// The attempt of the claim.
+    pub attempt: i64,
+    /// What the execute decided.
+    pub step: Step,
+    /// Now.
+    pub now: Millis,
+    /// The callback the execute consumed, if it was a callback run.
+    pub consumed_callback: Option<String>,
+    /// Log lines of this execute.
+    pub logs: String,
+    /// A finish callback to enqueue, when the invocation ended and asked for one.
+    pub finish_callback: Option<FinishCallback>,
+    /// Reports of this execute, as stored (JSON objects).
+    pub reports: Vec<Value>,
+}
+
+/// What happened to a posted callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackReceipt {
+    /// Kept; delivered when the invocation waits for a callback (now or once its state commits).
+    Accepted,
+    /// This callback id was already received: nothing changed.
+    Duplicate,
+    /// The invocation already ended in this state: nothing changed.
+    Finished(plugd_sdk::State),
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    /// The invocation was pending and is now FAIL.
+    Cancelled,
+    /// It had already ended in this state.
+    AlreadyFinished(plugd_sdk::State),
+    /// There is no such invocation.
+    NotFound,
+}
+
+/// A finish callback due for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    /// Its id.
+    pub id: i64,
+    /// The invocation that finished.
+    pub trace_id: String,
+    /// What to POST where.
+    pub callback: FinishCallback,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Delivered: done.
+    Delivered,
+    /// Failed: try again at this time.
+    Retry {
+        /// When to try again.
+        at: Millis,
+        /// Why it failed.
+        error: String,
+    },
+    /// Failed for the last time.
+    GaveUp {
+        /// Why it failed.
+        error: String,
+    },
+}
+
+/// Counts for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Invocations per state code (index 1..=5).
+    pub by_state: [u64; 6],
+    /// Invocations due now and not leased.
+    pub due: u64,
+    /// Finish callbacks waiting for delivery.
+    pub outbox_pending: u64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("store error ({kind:?}): {message}")]
+pub struct StoreError {
+    /// What kind of failure.
+    pub kind: StoreErrorKind,
+    /// Details, without secrets.
+    pub message: String,
+}
+
+/// Kinds of [`StoreError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The database is busy or unreachable: retrying may help.
+    Unavailable,
+    /// A record could not be read or written as expected.
+    Data,
+    /// The insert clashes with an existing record.
+    Conflict,
+    /// The store is shut down.
+    Closed,
+}
+
+impl StoreError {
+    /// A new error.
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> StoreError {
+        StoreError { kind, message: message.into() }
+    }
+}
+
+/// Where invocations live between executes.
+///
+/// Implementations: `plugd-store-sqlite` (embedded default). Every method is one atomic operation.
+pub trait Store: Send + Sync + 'static {
+    /// The callback signing secret, created with `generate` and stored on first use.
+    fn secret(&self, generate: Vec<u8>) -> StoreFuture<'_, Vec<u8>>;
+
+    /// Records a new invocation (any state). Fails with [`StoreErrorKind::Conflict`] if the trace id exists.
+    fn insert(&self, new: NewInvocation) -> StoreFuture<'_, ()>;
+
+    /// The invocation, if it exists.
+    fn get(&self, trace_id: &str) -> StoreFuture<'_, Option<StoredInvocation>>;
+
+    /// The captured logs of the invocation, if it exists.
+    fn logs(&self, trace_id: &str) -> StoreFuture<'_, Option<String>>;
+
+    /// The reports of the invocation, oldest first, if it exists.
+    fn reports(&self, trace_id: &str) -> StoreFuture<'_, Option<Vec<Value>>>;
+
+    /// Claims up to `limit` due invocations for `owner`, leasing each until `now + lease`.
+    fn claim(&self, now: Millis, limit: usize, owner: &str, lease: Duration) -> StoreFuture<'_, Vec<Claim>>;
+
+    /// Extends a held lease; `false` if the claim was lost.
+    fn renew(&self, trace_id: &str, attempt: i64, until: Millis) -> StoreFuture<'_, bool>;
+
+    /// Writes the result of a claimed execute; `false` (and nothing written) if the claim was lost.
+    fn complete(&self, completion: Completion) -> StoreFuture<'_, bool>;
+
+    /// Gives back a claim without executing, so the invocation runs again at `now`.
+    fn release(&self, trace_id: &str, attempt: i64, now: Millis) -> StoreFuture<'_, ()>;
+
+    /// The earliest `next_run_at` of any pending invocation.
+    fn next_due(&self) -> StoreFuture<'_, Option<Millis>>;
+
+    /// Keeps a verified callback for the invocation.
+    fn add_callback(&self, trace_id: &str, callback: Callback, now: Millis) -> StoreFuture<'_, CallbackReceipt>;
+
+    /// Fails a pending invocation with `err`, enqueuing `finish_callback` if given.
+    fn cancel(
+        &self,
+        trace_id: &str,
+        err: &str,
+        now: Millis,
+        finish_callback: Option<FinishCallback>,
+    ) -> StoreFuture<'_, CancelOutcome>;
+
+    /// Claims up to `limit` finish callbacks due at `now`, hiding them until `now + lease`.
+    fn claim_outbox(&self, now: Millis, limit: usize, lease: Duration) -> StoreFuture<'_, Vec<OutboxItem>>;
+
+    /// Records the outcome of a delivery attempt.
+    fn finish_delivery(&self, id: i64, delivery: Delivery, now: Millis) -> StoreFuture<'_, ()>;
+
+    /// The earliest due time of an undelivered finish callback.
+    fn next_outbox_due(&self) -> StoreFuture<'_, Option<Millis>>;
+
+    /// Deletes up to `limit` invocations finished before `before`, with their logs, reports,
+    /// callbacks and delivered finish callbacks; returns the trace ids that went.
+    fn purge_finished(&self, before: Millis, limit: usize) -> StoreFuture<'_, Vec<String>>;
+
+    /// Counts for metrics.
+    fn stats(&self, now: Millis) -> StoreFuture<'_, StoreStats>;
+}
+
+/// The `plugin_callback_info` of a context, when the plugin enables finish callbacks.
+pub fn finish_callback_of(context: &Value) -> Option<FinishCallback> {
+    let info = context.get("plugin_callback_info")?;
+    let url = info.get("url")?.as_str()?.to_owned();
+    let data = info.get("data").cloned().unwrap_or_else(|| Value::Object(Default::default()));
+    Some(FinishCallback { url, body: data.to_string() })
+}

@@ -1,0 +1,128 @@
+//! The built-in `command` plugin: runs a program without a shell (the rez `command` hook).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use plugd_sdk::{Context, Empty, Meta, Outcome, Plugin, PluginError};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::spawn::{self, Spawn};
+
+/// Arguments: a list, or a string split on whitespace.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Args {
+    /// Each element is one argument.
+    List(Vec<String>),
+    /// Split on whitespace (no quoting: use a list for arguments with spaces).
+    Line(String),
+}
+
+fn default_timeout() -> u64 {
+    600
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Inputs of `command`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct Inputs {
+    /// The program: a path, or a name looked up on PATH.
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Option<Args>,
+    /// Variables added to the inherited environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The working directory (default: plugd's).
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Seconds before the program (and everything it started) is killed.
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1))]
+    pub timeout: u64,
+    /// Show the program's output as it runs.
+    #[serde(default = "yes")]
+    pub print_output: bool,
+}
+
+/// Outputs of `command`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Outputs {
+    /// The exit code (0).
+    pub exit_code: i32,
+    /// The last lines of output.
+    pub output: String,
+}
+
+/// `command` 1.0.0.
+#[derive(Debug, Clone, Copy)]
+pub struct Command;
+
+/// `name` on PATH, or `name` itself when it is a path.
+pub(crate) fn resolve(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Some(PathBuf::from(name));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+}
+
+impl Plugin for Command {
+    type Inputs = Inputs;
+    type ContextInputs = Empty;
+    type Outputs = Outputs;
+    const META: Meta = Meta::new("command", "1.0.0")
+        .description("Runs a program without a shell; a non-zero exit fails with the last lines of its output.");
+
+    async fn execute(&self, inputs: Inputs, ctx: &mut Context<Empty>) -> Result<Outcome, PluginError> {
+        let program = resolve(&inputs.command)
+            .ok_or_else(|| PluginError::failed(format!("{}: command not found", inputs.command)))?;
+        let mut argv = vec![program.display().to_string()];
+        match inputs.args {
+            Some(Args::List(args)) => argv.extend(args),
+            Some(Args::Line(line)) => argv.extend(line.split_whitespace().map(str::to_owned)),
+            None => {}
+        }
+        let cwd = match &inputs.cwd {
+            Some(cwd) => PathBuf::from(cwd),
+            None => std::env::current_dir()?,
+        };
+        let mut env: Vec<(String, String)> = std::env::vars().collect();
+        env.extend(inputs.env.clone());
+        tracing::info!("running command: {}", shell_words::join(&argv));
+        let finished = spawn::run(Spawn {
+            argv: &argv,
+            plugin_dir: &cwd,
+            cwd: &cwd,
+            env,
+            stdin: Vec::new(),
+            timeout: Duration::from_secs(inputs.timeout),
+            echo: inputs.print_output,
+        })
+        .await
+        .map_err(PluginError::failed)?;
+        if finished.timed_out {
+            return Err(PluginError::failed(format!(
+                "{} timed out after {}s and was killed",
+                inputs.command, inputs.timeout
+            )));
+        }
+        match finished.code {
+            Some(0) => {
+                ctx.set_outputs(&Outputs { exit_code: 0, output: finished.tail })?;
+                Ok(Outcome::Success)
+            }
+            _ => Err(PluginError::failed(format!(
+                "command failed ({}):\n{}",
+                crate::plugin::describe_exit(&finished),
+                finished.tail
+            ))),
+        }
+    }
+}

@@ -1,0 +1,117 @@
+/*!
+Plugins in any language for plugd.
+
+A folder is a plugin when it holds either:
+- `plugin.yaml`: plugd's own manifest (id, version, JSON Schemas of inputs, outputs and context
+  inputs, and an `entry` to start). The process speaks the process protocol (docs/process-protocol.md):
+  the invocation as JSON on stdin, the answer in `$PLUGD_RESULT_FILE`, POLL and CALLBACK included.
+- `qciplugin.yml`: a CODING CI plugin, run unchanged (`variables`, `entry.start` with `$var`
+  placeholders, `entry.status`).
+
+[`load`] turns a folder into a [`ProcessPlugin`], a [`plugd_sdk::DynPlugin`] like any Rust plugin;
+[`home`] keeps installed plugins under `$PLUGD_HOME/plugins/<id>/<version>/`.
+
+Safety: commands are argv lists (a command line is split with shell-words rules, never given to a
+shell); the environment is cleared to an allowlist plus what the manifest declares; each execute has
+a timeout that kills the whole process group; output and result files are capped; plugd reads results
+only from the execute's own temp folder, and never through a symbolic link.
+*/
+#![deny(missing_docs)]
+
+/// The built-in `command` plugin.
+pub mod command;
+/// The local registry of installed plugins.
+pub mod home;
+mod manifest;
+mod plugin;
+mod protocol;
+mod qci;
+mod spawn;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use plugd_sdk::{PluginInfo, PluginSchemas};
+
+pub use plugin::{ProcessOptions, ProcessPlugin};
+pub use protocol::PROTOCOL_VERSION;
+
+/// A plugin folder that could not be loaded: which file, which line, which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {}{message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default(), field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+pub struct LoadError {
+    /// The manifest (or folder).
+    pub file: PathBuf,
+    /// The 1-based line, when known.
+    pub line: Option<usize>,
+    /// The field, as a dotted path (`entry.start`).
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl LoadError {
+    pub(crate) fn io(file: &Path, e: std::io::Error) -> LoadError {
+        LoadError { file: file.to_owned(), line: None, field: None, message: format!("cannot read: {e}") }
+    }
+
+    pub(crate) fn yaml(file: &Path, e: &serde_yaml_ng::Error) -> LoadError {
+        let line = e.location().map(|l| l.line());
+        // serde_yaml_ng repeats the position at the end of its message; the line is already shown.
+        let message = e.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        LoadError { file: file.to_owned(), line, field: None, message }
+    }
+
+    pub(crate) fn field(file: &Path, line: Option<usize>, field: &str, message: String) -> LoadError {
+        LoadError { file: file.to_owned(), line, field: Some(field.to_owned()), message }
+    }
+}
+
+/// Whether `dir` holds a plugin manifest.
+pub fn is_plugin_dir(dir: &Path) -> bool {
+    dir.join("plugin.yaml").is_file() || dir.join("qciplugin.yml").is_file()
+}
+
+/// Loads the plugin in `dir` (`plugin.yaml` first, then `qciplugin.yml`).
+pub fn load(dir: &Path, options: ProcessOptions) -> Result<Arc<ProcessPlugin>, LoadError> {
+    let dir = dir.canonicalize().map_err(|e| LoadError::io(dir, e))?;
+    // A plugin without a description is described by its display name.
+    let described = |description: String, name: String| if description.is_empty() { name } else { description };
+    let (info, schemas, entry, install, timeout) = if dir.join("plugin.yaml").is_file() {
+        let m = manifest::load(&dir)?;
+        let info = PluginInfo {
+            name: m.id,
+            version: m.version,
+            description: described(m.description, m.name),
+            enable_plugin_callback: m.enable_plugin_callback,
+            form: None,
+            origin: m.file.display().to_string(),
+        };
+        let schemas = PluginSchemas { inputs: m.inputs, context_inputs: m.context_inputs, outputs: m.outputs };
+        let entry = plugin::Entry::Protocol { start: m.start, env: m.env.into_iter().collect() };
+        (info, schemas, entry, m.install, m.timeout)
+    } else if dir.join("qciplugin.yml").is_file() {
+        let q = qci::load(&dir)?;
+        let info = PluginInfo {
+            name: q.id,
+            version: q.version,
+            description: described(q.description, q.name),
+            enable_plugin_callback: false,
+            form: None,
+            origin: dir.join("qciplugin.yml").display().to_string(),
+        };
+        // qci plugins declare no context inputs or outputs schema.
+        let empty = serde_json::json!({"type": "object", "properties": {}, "required": [], "definitions": {}});
+        let schemas = PluginSchemas { inputs: q.inputs, context_inputs: empty.clone(), outputs: empty };
+        (info, schemas, plugin::Entry::Qci(q.entry), q.install, manifest::DEFAULT_TIMEOUT)
+    } else {
+        return Err(LoadError {
+            file: dir,
+            line: None,
+            field: None,
+            message: "no plugin here: expected plugin.yaml or qciplugin.yml".into(),
+        });
+    };
+    Ok(Arc::new(ProcessPlugin { info, schemas, dir, entry, install, timeout, options }))
+}

@@ -1,0 +1,260 @@
+//! [`ProcessPlugin`]: a plugin folder run as a process, behind the same [`DynPlugin`] face as
+//! Rust plugins, POLL and CALLBACK included.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use plugd_sdk::{
+    BoxFuture, DynPlugin, ExecuteError, ExecuteRequest, ExecuteResponse, Outcome, PluginError, PluginInfo,
+    PluginSchemas,
+};
+use serde_json::{json, Value};
+
+use crate::protocol::{self, PROTOCOL_VERSION};
+use crate::qci::QciEntry;
+use crate::spawn::{self, Spawn, ENV_ALLOWLIST};
+
+/// How plugd runs process plugins.
+#[derive(Debug, Clone)]
+pub struct ProcessOptions {
+    /// The working directory of plugin processes (`PLUGD_WORKSPACE`).
+    pub workspace: PathBuf,
+    /// Copy plugin output to plugd's standard error as it comes (`plugd run`).
+    pub echo: bool,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> ProcessOptions {
+        ProcessOptions { workspace: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")), echo: false }
+    }
+}
+
+pub(crate) enum Entry {
+    /// `plugin.yaml`: a fixed argv, the invocation on stdin.
+    Protocol { start: Vec<String>, env: Vec<(String, String)> },
+    /// `qciplugin.yml`: argv and env built from the inputs.
+    Qci(QciEntry),
+}
+
+/// A plugin in any language: a folder with `plugin.yaml` or `qciplugin.yml`.
+pub struct ProcessPlugin {
+    pub(crate) info: PluginInfo,
+    pub(crate) schemas: PluginSchemas,
+    pub(crate) dir: PathBuf,
+    pub(crate) entry: Entry,
+    pub(crate) install: Vec<Vec<String>>,
+    pub(crate) timeout: Duration,
+    pub(crate) options: ProcessOptions,
+}
+
+impl std::fmt::Debug for ProcessPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessPlugin").field("info", &self.info).field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+/// The variables of plugd's own environment that pass through to plugins.
+fn base_env() -> Vec<(String, String)> {
+    ENV_ALLOWLIST.iter().filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v))).collect()
+}
+
+/// `PLUGD_INPUT_<NAME>` for each top-level input: strings as they are, anything else as JSON.
+fn input_env(inputs: &Value) -> Vec<(String, String)> {
+    let Some(inputs) = inputs.as_object() else { return Vec::new() };
+    inputs
+        .iter()
+        .filter(|(name, _)| name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .map(|(name, value)| {
+            let key = format!("PLUGD_INPUT_{}", name.to_ascii_uppercase().replace('-', "_"));
+            let value = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (key, value)
+        })
+        .collect()
+}
+
+impl ProcessPlugin {
+    /// The plugin's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `${PLUGD_PLUGIN_DIR}` (or `$PLUGD_PLUGIN_DIR`) in an argument becomes the plugin folder, so a
+    /// manifest can name its own files while the process runs in the workspace.
+    fn plugin_dir_in(&self, arg: &str) -> String {
+        let dir = self.dir.display().to_string();
+        arg.replace("${PLUGD_PLUGIN_DIR}", &dir).replace("$PLUGD_PLUGIN_DIR", &dir)
+    }
+
+    /// Runs the manifest's `install` commands in the plugin folder, one after the other.
+    pub async fn install(&self) -> Result<(), String> {
+        let env = base_env();
+        for argv in &self.install {
+            let argv = match &self.entry {
+                Entry::Qci(qci) => qci.expand_install(argv),
+                Entry::Protocol { .. } => argv.iter().map(|arg| self.plugin_dir_in(arg)).collect(),
+            };
+            let finished = spawn::run(Spawn {
+                argv: &argv,
+                plugin_dir: &self.dir,
+                cwd: &self.dir,
+                env: env.clone(),
+                stdin: Vec::new(),
+                timeout: self.timeout,
+                echo: self.options.echo,
+            })
+            .await?;
+            if finished.timed_out || finished.code != Some(0) {
+                return Err(format!(
+                    "install command {:?} failed ({}): {}",
+                    argv.join(" "),
+                    describe_exit(&finished),
+                    finished.tail
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(&self, request: ExecuteRequest) -> Result<ExecuteResponse, String> {
+        let temp = tempfile::Builder::new()
+            .prefix("plugd-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temp folder: {e}"))?;
+        let result_file = temp.path().join("result.json");
+        let outputs_file = temp.path().join("outputs.env");
+        let reports_file = temp.path().join("reports.jsonl");
+        for file in [&outputs_file, &reports_file] {
+            std::fs::write(file, "").map_err(|e| format!("cannot create {}: {e}", file.display()))?;
+        }
+        let prepared = request.callbacks.prepare_callback(&request.trace_id).ok();
+        let invocation = json!({
+            "protocol": PROTOCOL_VERSION,
+            "trace_id": request.trace_id,
+            "plugin": self.info.name,
+            "version": self.info.version,
+            "state": request.state.name(),
+            "invoke_count": request.invoke_count,
+            "inputs": request.inputs,
+            "context": request.context,
+            "storage": request.storage,
+            "outputs": request.outputs,
+            "callback": request.callback.as_ref().map(|c| json!({"id": c.id, "data": c.data})),
+            "prepared_callback": prepared.as_ref().map(|p| json!({"id": p.id, "url": p.url})),
+        });
+        let path = |p: &Path| p.display().to_string();
+        let mut env = base_env();
+        env.extend([
+            ("PLUGD_PROTOCOL".to_owned(), PROTOCOL_VERSION.to_string()),
+            ("PLUGD_PLUGIN_DIR".to_owned(), path(&self.dir)),
+            ("PLUGD_WORKSPACE".to_owned(), path(&self.options.workspace)),
+            ("PLUGD_TEMP_DIR".to_owned(), path(temp.path())),
+            ("PLUGD_RESULT_FILE".to_owned(), path(&result_file)),
+            ("PLUGD_OUTPUT_FILE".to_owned(), path(&outputs_file)),
+            ("PLUGD_REPORTS_FILE".to_owned(), path(&reports_file)),
+            ("PLUGD_TRACE_ID".to_owned(), request.trace_id.clone()),
+            ("PLUGD_STATE".to_owned(), request.state.name().to_owned()),
+            ("PLUGD_INVOKE_COUNT".to_owned(), request.invoke_count.to_string()),
+        ]);
+        if let Some(prepared) = &prepared {
+            env.push(("PLUGD_CALLBACK_ID".to_owned(), prepared.id.clone()));
+            env.push(("PLUGD_CALLBACK_URL".to_owned(), prepared.url.clone()));
+        }
+        env.extend(input_env(&request.inputs));
+        let (argv, status_file) = match &self.entry {
+            Entry::Protocol { start, env: declared } => {
+                env.extend(declared.iter().cloned());
+                (start.iter().map(|arg| self.plugin_dir_in(arg)).collect(), None)
+            }
+            Entry::Qci(qci) => {
+                let built = qci.build(&request.inputs, &self.options.workspace, &outputs_file, temp.path());
+                env.extend(built.env);
+                if self.options.echo && std::env::var("QCI_PLUGIN_DEBUG").is_ok_and(|v| v == "1") {
+                    eprintln!("[qci-plugin debug] run: {}", shell_words::join(&built.argv));
+                }
+                (built.argv, built.status)
+            }
+        };
+        let finished = spawn::run(Spawn {
+            argv: &argv,
+            plugin_dir: &self.dir,
+            cwd: &self.options.workspace,
+            env,
+            stdin: invocation.to_string().into_bytes(),
+            timeout: self.timeout,
+            echo: self.options.echo,
+        })
+        .await?;
+        if finished.timed_out {
+            return Err(format!(
+                "the plugin timed out after {}s; its process group was killed",
+                self.timeout.as_secs_f64()
+            ));
+        }
+
+        let mut outputs = request.outputs.clone();
+        let mut storage = request.storage.clone();
+        let outcome = if let Some(text) = protocol::read_capped(&result_file)? {
+            let decision = protocol::parse_result(&text)?;
+            outputs.extend(decision.outputs);
+            if let Some(new_storage) = decision.storage {
+                storage = new_storage;
+            }
+            decision.outcome
+        } else {
+            let status = match &status_file {
+                Some(status_file) => crate::qci::read_status(status_file)?,
+                None => None,
+            };
+            status.unwrap_or_else(|| match finished.code {
+                Some(0) => Ok(Outcome::Success),
+                _ => Err(PluginError::failed(format!("{}: {}", describe_exit(&finished), finished.tail))),
+            })
+        };
+        if let Some(text) = protocol::read_capped(&outputs_file)? {
+            for (key, value) in protocol::parse_env_file(&text)? {
+                let value = protocol::typed_output(&self.schemas.outputs, &key, value);
+                outputs.insert(key, value);
+            }
+        }
+        let reports = match protocol::read_capped(&reports_file)? {
+            Some(text) => protocol::parse_reports(&text)?,
+            None => Vec::new(),
+        };
+        Ok(ExecuteResponse { result: outcome.map_err(ExecuteError::Plugin), storage, outputs, reports })
+    }
+}
+
+pub(crate) fn describe_exit(finished: &spawn::Finished) -> String {
+    match finished.code {
+        Some(code) => format!("exit code {code}"),
+        None => "killed by a signal".to_owned(),
+    }
+}
+
+impl DynPlugin for ProcessPlugin {
+    fn info(&self) -> PluginInfo {
+        self.info.clone()
+    }
+
+    fn schemas(&self) -> PluginSchemas {
+        self.schemas.clone()
+    }
+
+    fn execute(&self, request: ExecuteRequest) -> BoxFuture<'_, ExecuteResponse> {
+        Box::pin(async move {
+            let (storage, outputs) = (request.storage.clone(), request.outputs.clone());
+            match self.run(request).await {
+                Ok(response) => response,
+                Err(error) => ExecuteResponse {
+                    result: Err(ExecuteError::Plugin(PluginError::Unexpected(error))),
+                    storage,
+                    outputs,
+                    reports: Vec::new(),
+                },
+            }
+        })
+    }
+}

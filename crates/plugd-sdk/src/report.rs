@@ -1,0 +1,79 @@
+//! Reports: links and HTML pages a plugin attaches to its invocation (the qci-plugin SDK's
+//! `report_output`).
+
+use serde::{Deserialize, Serialize};
+
+/// One report. At least one of `description`, `url` and `report_html` is required; `url` excludes
+/// `report_html` and `report_dir`; `report_dir` needs `report_html`, its index page, inside it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// A title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// A short text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A link to a report kept elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A local HTML file (with `report_dir`: its index page, relative to the folder or inside it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_html: Option<String>,
+    /// A local folder of HTML and assets, kept with the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_dir: Option<String>,
+}
+
+impl Report {
+    /// Checks the rules of `report_output`; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.description.is_none() && self.url.is_none() && self.report_html.is_none() {
+            return Err("a report needs one of description, url or report_html".into());
+        }
+        if self.url.is_some() && (self.report_html.is_some() || self.report_dir.is_some()) {
+            return Err("url excludes report_html and report_dir".into());
+        }
+        if self.report_dir.is_some() && self.report_html.is_none() {
+            return Err("report_dir needs report_html as its index page".into());
+        }
+        if let Some(url) = &self.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("url must be an http(s) URL, got {url:?}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(fields: serde_json::Value) -> Result<(), String> {
+        let report: Report = serde_json::from_value(fields).map_err(|e| e.to_string())?;
+        report.validate()
+    }
+
+    #[test]
+    fn the_report_output_rules() {
+        use serde_json::json;
+        assert_eq!(report(json!({"title": "t", "description": "ok"})), Ok(()));
+        assert_eq!(report(json!({"url": "https://ci.example/r/1"})), Ok(()));
+        assert_eq!(report(json!({"report_html": "index.html", "report_dir": "out"})), Ok(()));
+        assert_eq!(report(json!({"title": "t"})), Err("a report needs one of description, url or report_html".into()));
+        assert_eq!(
+            report(json!({"url": "https://x", "report_html": "a.html"})),
+            Err("url excludes report_html and report_dir".into())
+        );
+        assert_eq!(
+            report(json!({"description": "d", "report_dir": "out"})),
+            Err("report_dir needs report_html as its index page".into())
+        );
+        assert_eq!(
+            report(json!({"url": "file:///etc/passwd"})),
+            Err("url must be an http(s) URL, got \"file:///etc/passwd\"".into())
+        );
+        assert!(report(json!({"titel": "typo"})).unwrap_err().contains("unknown field `titel`"));
+    }
+}

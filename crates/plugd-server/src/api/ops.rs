@@ -1,0 +1,31 @@
+//! `/metrics`, `/healthz` and `/openapi.json`.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::state::{now_ms, AppState};
+
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    match state.store.stats(now_ms()).await {
+        Ok(stats) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&stats))
+                .into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}\n")).into_response(),
+    }
+}
+
+pub(super) async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.next_due().await {
+        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "error": e.to_string()})))
+            .into_response(),
+    }
+}
+
+pub(super) async fn openapi(State(state): State<AppState>) -> Response {
+    Json(crate::openapi::document(&state)).into_response()
+}

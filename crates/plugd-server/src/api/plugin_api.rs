@@ -1,0 +1,126 @@
+//! Plugin data-source APIs: `plugin_api/{path}` directly, and `plugin_api_dispatch`, which wraps the
+//! reply in the envelope (as BK-SOPS expects).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use plugd_core::new_trace_id;
+use plugd_sdk::{ApiMethod, ApiRequest, ApiRoute};
+use serde_json::{json, Map, Value};
+
+use super::{body_error, fail, invalid_input, Scoped};
+use crate::auth::{check_scope, Caller};
+use crate::state::AppState;
+
+const PREFIX: &str = "/bk_plugin/plugin_api/";
+
+fn find<'a>(state: &'a AppState, plugin: &str, method: ApiMethod, path: &str) -> Option<&'a ApiRoute> {
+    state.api_routes.get(plugin)?.iter().find(|r| r.method == method && r.path == path)
+}
+
+/// `GET|POST plugin_api/{path}`: the plugin's reply as it is.
+pub(super) async fn direct(
+    State(state): State<AppState>,
+    scoped: Scoped,
+    Query(query): Query<HashMap<String, String>>,
+    Extension(caller): Extension<Caller>,
+    method: Method,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let plugin = scoped.plugin.clone();
+    let path = scoped.param("path").trim_matches('/');
+    let api_method = if method == Method::POST { ApiMethod::Post } else { ApiMethod::Get };
+    let Some(route) = find(&state, &plugin, api_method, path) else {
+        return fail(StatusCode::NOT_FOUND, &format!("404 error: {PREFIX}{path}"), None);
+    };
+    let body = match body {
+        Ok(body) if body.is_empty() => Value::Null,
+        Ok(body) => match serde_json::from_slice(&body) {
+            Ok(value) => value,
+            Err(e) => return invalid_input(&format!("the body is not valid JSON: {e}"), None),
+        },
+        Err(rejection) => return body_error(rejection),
+    };
+    let query: Map<String, Value> = query.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    let request = ApiRequest { method: api_method, path: path.to_owned(), query, body, username: caller.username };
+    match route.call(request).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, Json(json!({"result": false, "message": e.message}))).into_response()
+        }
+    }
+}
+
+/// `POST plugin_api_dispatch` with `{url, method, username, data, dumped_data}`.
+pub(super) async fn dispatch(
+    State(state): State<AppState>,
+    scoped: Scoped,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let trace_id = new_trace_id();
+    let plugin = scoped.plugin.clone();
+    let invalid = |message: &str| invalid_input(message, Some(&trace_id));
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_error(rejection),
+    };
+    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
+        return invalid("the request body must be a JSON object");
+    };
+    if let Err(response) = check_scope(&state, &plugin, &caller, &headers) {
+        return response;
+    }
+    let Some(url) = request.get("url").and_then(Value::as_str) else {
+        return invalid("url: This field is required.");
+    };
+    let Some(rest) = url.strip_prefix(PREFIX) else {
+        return invalid(&format!("url must start with '{PREFIX}'"));
+    };
+    let method = match request.get("method").and_then(Value::as_str).map(str::to_ascii_lowercase).as_deref() {
+        Some("get") => ApiMethod::Get,
+        Some("post") => ApiMethod::Post,
+        _ => return invalid("method: expected \"get\" or \"post\""),
+    };
+    let mut data = match request.get("data") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(data)) => data.clone(),
+        Some(_) => return invalid("data: expected a JSON object"),
+    };
+    match request.get("dumped_data") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(extra)) => data.extend(extra),
+            _ => return invalid("dumped_data: expected a JSON object encoded as a string"),
+        },
+        Some(_) => return invalid("dumped_data: expected a string"),
+    }
+    // As in the Python framework, the query string of a GET url is replaced by `data`.
+    let path = rest.split('?').next().unwrap_or_default().trim_matches('/');
+    let Some(route) = find(&state, &plugin, method, path) else {
+        return fail(StatusCode::NOT_FOUND, &format!("404 error: {url}"), Some(&trace_id));
+    };
+    let username = request.get("username").and_then(Value::as_str).map(str::to_owned).or(caller.username);
+    let (query, body) = match method {
+        ApiMethod::Get => (data, Value::Null),
+        ApiMethod::Post => (Map::new(), Value::Object(data)),
+    };
+    let api_request = ApiRequest { method, path: path.to_owned(), query, body, username };
+    match route.call(api_request).await {
+        Ok(reply) => {
+            Json(json!({"result": true, "data": reply, "message": "success", "trace_id": trace_id})).into_response()
+        }
+        Err(e) if e.status == 400 => invalid(&e.message),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            fail(status, &format!("unknow error, please contact plugin developers: {}", e.message), Some(&trace_id))
+        }
+    }
+}

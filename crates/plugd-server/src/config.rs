@@ -1,0 +1,124 @@
+//! The configuration of a server, validated by whoever builds it (the `plugd serve` command).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use jsonwebtoken::DecodingKey;
+use serde_json::Value;
+
+/// Everything `plugd serve` can be told.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// The address the server listens on (to decide whether auth is required).
+    pub listen: SocketAddr,
+    /// The base URL callers reach this server at; callback URLs start with it.
+    pub public_url: String,
+    /// The plugin that also answers under `/bk_plugin/`.
+    pub default_plugin: Option<String>,
+    /// How many executes run at once.
+    pub workers: usize,
+    /// The callback signing secret; `None` generates one and keeps it in the store.
+    pub secret: Option<Vec<u8>>,
+    /// How long callback URLs stay valid.
+    pub callback_ttl: Duration,
+    /// How long a claim lasts without renewal (renewed while the execute runs).
+    pub lease: Duration,
+    /// How long running executes may finish after a shutdown signal.
+    pub grace_period: Duration,
+    /// Fail an invocation that would execute more often than this.
+    pub max_invoke_count: Option<u32>,
+    /// Fail an invocation still pending this long after it was accepted.
+    pub deadline: Option<Duration>,
+    /// Delete finished invocations this long after they finished.
+    pub retention: Duration,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+    /// Finish callbacks: attempts before giving up.
+    pub finish_callback_attempts: u32,
+    /// Finish callbacks: the first retry delay, doubled each time (with jitter), at most 5 minutes.
+    pub finish_callback_backoff: Duration,
+    /// Finish callbacks: the timeout of one attempt.
+    pub finish_callback_timeout: Duration,
+    /// Largest accepted request body.
+    pub max_body: usize,
+    /// Where report files are kept.
+    pub reports_dir: std::path::PathBuf,
+    /// Most bytes of files kept per report.
+    pub max_report_bytes: u64,
+    /// Who may call the protected endpoints.
+    pub auth: AuthConfig,
+    /// Per plugin: the bk-plugin `allow_scope` (`{app_code: {"type": ..., "value": [...]}}`).
+    pub allow_scope: BTreeMap<String, Value>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret and tokens stay out of logs.
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url)
+            .field("default_plugin", &self.default_plugin)
+            .field("workers", &self.workers)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerConfig {
+    /// Defaults for a server listening on `listen`.
+    pub fn new(listen: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            listen,
+            public_url: format!("http://{listen}"),
+            default_plugin: None,
+            workers: 64,
+            secret: None,
+            callback_ttl: plugd_core::DEFAULT_CALLBACK_TTL,
+            lease: Duration::from_secs(30),
+            grace_period: Duration::from_secs(10),
+            max_invoke_count: None,
+            deadline: None,
+            retention: Duration::from_secs(30 * 24 * 3600),
+            retention_interval: Duration::from_secs(3600),
+            finish_callback_attempts: 8,
+            finish_callback_backoff: Duration::from_secs(1),
+            finish_callback_timeout: Duration::from_secs(30),
+            max_body: 1024 * 1024,
+            reports_dir: std::path::PathBuf::from("plugd-reports"),
+            max_report_bytes: 50 * 1024 * 1024,
+            auth: AuthConfig::default(),
+            allow_scope: BTreeMap::new(),
+        }
+    }
+}
+
+/// Bearer tokens and the API gateway's public key.
+#[derive(Clone, Default)]
+pub struct AuthConfig {
+    /// `(app_code, token)` pairs accepted as `Authorization: Bearer <token>`.
+    pub tokens: Vec<(String, String)>,
+    /// The key that verifies `X-Bkapi-JWT` (RS256/RS512), as the BlueKing API gateway signs it.
+    pub jwt_key: Option<DecodingKey>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let apps: Vec<&str> = self.tokens.iter().map(|(app, _)| app.as_str()).collect();
+        f.debug_struct("AuthConfig").field("token_apps", &apps).field("jwt", &self.jwt_key.is_some()).finish()
+    }
+}
+
+impl AuthConfig {
+    /// Accepts `X-Bkapi-JWT` signed by the key whose PEM public key is `pem`.
+    pub fn with_gateway_public_key(mut self, pem: &[u8]) -> Result<AuthConfig, String> {
+        self.jwt_key = Some(DecodingKey::from_rsa_pem(pem).map_err(|e| format!("not an RSA public key in PEM: {e}"))?);
+        Ok(self)
+    }
+
+    /// Whether any credential is configured.
+    pub fn is_configured(&self) -> bool {
+        !self.tokens.is_empty() || self.jwt_key.is_some()
+    }
+}

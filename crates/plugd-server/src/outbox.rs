@@ -1,0 +1,152 @@
+//! Delivers finish callbacks from the durable outbox: POST `plugin_callback_info.data` to
+//! `plugin_callback_info.url` with timeouts, verified TLS, and retries with exponential backoff and
+//! jitter. Pending deliveries survive restarts because they live in the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use plugd_core::store::{millis_after, Delivery, OutboxItem};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{now_ms, AppState};
+
+const BATCH: usize = 32;
+const CONCURRENT_DELIVERIES: usize = 16;
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
+    let timeout = state.config.finish_callback_timeout;
+    let client = match reqwest::Client::builder()
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .timeout(timeout)
+        .user_agent(concat!("plugd/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!("cannot build the finish-callback client: {e}; finish callbacks are not delivered");
+            return;
+        }
+    };
+    let slots = Arc::new(Semaphore::new(CONCURRENT_DELIVERIES));
+    // A claimed delivery stays hidden this long: longer than one attempt can take.
+    let lease = timeout + Duration::from_secs(30);
+    loop {
+        // Claim only what can be sent now: a claimed item's lease runs from the claim.
+        let first = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = shutdown.cancelled() => return,
+        };
+        let limit = (slots.available_permits() + 1).min(BATCH);
+        let items = match state.store.claim_outbox(now_ms(), limit, lease).await {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::error!("cannot read the finish-callback outbox: {e}");
+                Vec::new()
+            }
+        };
+        let full = items.len() == limit;
+        let mut first = Some(first);
+        for item in items {
+            let slot = match first.take() {
+                Some(slot) => slot,
+                None => slots.clone().acquire_owned().await.expect("the semaphore is never closed"),
+            };
+            let (state, client) = (state.clone(), client.clone());
+            tokio::spawn(async move {
+                deliver(&state, &client, item).await;
+                drop(slot);
+            });
+        }
+        drop(first);
+        if full {
+            continue;
+        }
+        let sleep_for = match state.store.next_outbox_due().await {
+            Ok(Some(at)) => (at - now_ms()).clamp(0, 60_000),
+            _ => 60_000,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(sleep_for as u64)) => {}
+            () = state.wake_outbox.notified() => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn deliver(state: &AppState, client: &reqwest::Client, item: OutboxItem) {
+    let outcome = post(client, &item).await;
+    let attempts = item.attempts + 1;
+    let delivery = match outcome {
+        Ok(()) => {
+            state.metrics.finish_callbacks_delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(trace_id = %item.trace_id, attempts, "finish callback delivered");
+            Delivery::Delivered
+        }
+        Err(error) => {
+            state.metrics.finish_callbacks_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if attempts >= state.config.finish_callback_attempts {
+                tracing::warn!(trace_id = %item.trace_id, attempts, "finish callback failed for good: {error}");
+                Delivery::GaveUp { error }
+            } else {
+                let delay = backoff(state.config.finish_callback_backoff, item.attempts);
+                tracing::info!(trace_id = %item.trace_id, attempts, "finish callback failed, retrying in {delay:?}: {error}");
+                Delivery::Retry { at: millis_after(now_ms(), delay), error }
+            }
+        }
+    };
+    let retry = matches!(delivery, Delivery::Retry { .. });
+    if let Err(e) = state.store.finish_delivery(item.id, delivery, now_ms()).await {
+        tracing::error!(trace_id = %item.trace_id, "cannot record a finish-callback delivery: {e}");
+    }
+    if retry {
+        // The loop may be asleep until this item's lease ran out: tell it about the earlier retry.
+        state.wake_outbox.notify_one();
+    }
+}
+
+/// One attempt: a 2xx reply whose JSON (if any) does not say `"result": false`.
+async fn post(client: &reqwest::Client, item: &OutboxItem) -> Result<(), String> {
+    let response = client
+        .post(&item.callback.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(item.callback.body.clone())
+        .send()
+        .await
+        // The URL may carry the caller's tokens: keep it out of the error.
+        .map_err(|e| e.without_url().to_string())?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| e.without_url().to_string())?;
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    if let Ok(Value::Object(reply)) = serde_json::from_slice::<Value>(&body) {
+        if reply.get("result") == Some(&Value::Bool(false)) {
+            let message = reply.get("message").and_then(Value::as_str).unwrap_or("");
+            return Err(format!("the caller replied result false: {message}"));
+        }
+    }
+    Ok(())
+}
+
+/// `base * 2^attempts`, at most five minutes, with jitter between half and all of it.
+fn backoff(base: Duration, attempts: u32) -> Duration {
+    let exponential = base.saturating_mul(2u32.saturating_pow(attempts.min(16))).min(MAX_BACKOFF);
+    exponential.mul_f64(rand::random_range(0.5..=1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_a_cap() {
+        for attempts in 0..20 {
+            let delay = backoff(Duration::from_secs(1), attempts);
+            let ceiling = Duration::from_secs(1 << attempts.min(16)).min(MAX_BACKOFF);
+            assert!(delay <= ceiling && delay >= ceiling / 2, "{attempts}: {delay:?}");
+        }
+    }
+}

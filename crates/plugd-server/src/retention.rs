@@ -1,0 +1,42 @@
+//! Deletes finished invocations (with their logs and callbacks) older than the retention period,
+//! in small batches so that the writer is never held for long.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{now_ms, AppState};
+
+const BATCH: usize = 500;
+
+pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
+    loop {
+        let cutoff = now_ms() - state.config.retention.as_millis() as i64;
+        let mut purged = 0;
+        loop {
+            match state.store.purge_finished(cutoff, BATCH).await {
+                Ok(gone) => {
+                    purged += gone.len();
+                    for trace_id in &gone {
+                        state.report_files.remove(trace_id);
+                    }
+                    if gone.len() < BATCH {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("retention failed: {e}");
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if purged > 0 {
+            tracing::info!(purged, "deleted finished invocations past retention");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(state.config.retention_interval) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

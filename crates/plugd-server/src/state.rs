@@ -1,0 +1,125 @@
+//! What every handler and background task shares.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use plugd_core::store::{finish_callback_of, FinishCallback, Millis, Store};
+use plugd_core::{Executor, Invocation, Registry, SignedCallbacks, Step, StepError, Trigger};
+use plugd_sdk::ApiRoute;
+use tokio::sync::Notify;
+
+use crate::config::ServerConfig;
+use crate::logs::LogCapture;
+use crate::metrics::Metrics;
+use crate::reports::ReportFiles;
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
+}
+
+/// The server's shared state; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) executor: Executor,
+    pub(crate) signer: SignedCallbacks,
+    pub(crate) config: ServerConfig,
+    pub(crate) metrics: Metrics,
+    pub(crate) logs: LogCapture,
+    /// Something may have become due earlier than the scheduler planned.
+    pub(crate) wake_scheduler: Notify,
+    /// A finish callback was enqueued.
+    pub(crate) wake_outbox: Notify,
+    /// Plugin APIs by plugin name, newest version's routes first.
+    pub(crate) api_routes: HashMap<String, Vec<ApiRoute>>,
+    /// Where report files are copied.
+    pub(crate) report_files: ReportFiles,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub(crate) fn new(
+        registry: Arc<Registry>,
+        store: Arc<dyn Store>,
+        signer: SignedCallbacks,
+        config: ServerConfig,
+        logs: LogCapture,
+    ) -> AppState {
+        let executor = Executor::new(registry.clone(), Arc::new(signer.clone()));
+        let mut api_routes: HashMap<String, Vec<ApiRoute>> = HashMap::new();
+        for plugin in registry.iter() {
+            api_routes.entry(plugin.info.name.clone()).or_default().extend(plugin.plugin.api_routes());
+        }
+        AppState(Arc::new(Inner {
+            registry,
+            store,
+            executor,
+            signer,
+            config: config.clone(),
+            metrics: Metrics::new(),
+            logs,
+            wake_scheduler: Notify::new(),
+            wake_outbox: Notify::new(),
+            api_routes,
+            report_files: ReportFiles { root: config.reports_dir.clone(), cap: config.max_report_bytes },
+        }))
+    }
+
+    /// Runs one execute, timing it and collecting the logs it emitted.
+    pub(crate) async fn run_step(
+        &self,
+        invocation: &Invocation,
+        trigger: Trigger,
+    ) -> Result<(Step, String), StepError> {
+        /// Drops the captured logs if the execute is abandoned (a client that went away).
+        struct Forget<'a>(&'a LogCapture, &'a str);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.take(self.1);
+            }
+        }
+        let forget = Forget(&self.logs, &invocation.trace_id);
+        let started = Instant::now();
+        let step = self.executor.step(invocation, trigger).await;
+        self.metrics.execute_duration.observe(started.elapsed());
+        let logs = self.logs.take(&invocation.trace_id);
+        drop(forget);
+        step.map(|step| (step, logs))
+    }
+
+    /// Copies the files of an execute's reports and returns what the store keeps.
+    pub(crate) async fn keep_reports(
+        &self,
+        trace_id: &str,
+        invoke_count: u32,
+        reports: Vec<plugd_sdk::Report>,
+    ) -> Vec<serde_json::Value> {
+        if reports.is_empty() {
+            return Vec::new();
+        }
+        let (files, trace_id) = (self.report_files.clone(), trace_id.to_owned());
+        tokio::task::spawn_blocking(move || files.persist(&trace_id, invoke_count, &reports)).await.unwrap_or_default()
+    }
+
+    /// The finish callback of an invocation that just ended, if its plugin enables one.
+    pub(crate) fn finish_callback_for(&self, invocation: &Invocation) -> Option<FinishCallback> {
+        let plugin = self.registry.get(&invocation.plugin, Some(&invocation.version)).ok()?;
+        if !plugin.info.enable_plugin_callback {
+            return None;
+        }
+        finish_callback_of(&invocation.context)
+    }
+}

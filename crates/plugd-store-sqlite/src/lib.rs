@@ -1,0 +1,193 @@
+/*!
+The embedded SQLite store of plugd, the default behind `plugd serve --db sqlite://./plugd.db`.
+
+- One dedicated writer thread owns the only writable connection. Write operations queue on a
+  channel; the writer drains what is queued into one `BEGIN IMMEDIATE` transaction (group commit), runs
+  each operation under its own savepoint so one failure rolls back alone, commits, and only then
+  answers each caller. A caller that got `Ok` has its write on disk (WAL).
+- A small pool of read-only connections serves reads, which never wait for the writer (WAL).
+- The schema is created and migrated on open, with versioned migrations (`PRAGMA user_version`).
+
+`synchronous=NORMAL` (the default) survives any process crash, `kill -9` included: a commit is in the
+WAL before the caller hears of it. `synchronous=FULL` also survives power loss; group commit keeps it cheap.
+*/
+#![deny(missing_docs)]
+
+mod migrations;
+mod ops;
+mod pool;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use plugd_core::store::{
+    CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, FinishCallback, Millis, NewInvocation, OutboxItem,
+    Store, StoreError, StoreErrorKind, StoreFuture, StoreStats, StoredInvocation,
+};
+use plugd_sdk::Callback;
+
+use pool::ReaderPool;
+use writer::Writer;
+
+/// How hard commits are pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// Survives process crashes; the last commits may be lost on power loss.
+    #[default]
+    Normal,
+    /// Survives power loss too.
+    Full,
+}
+
+/// Options of [`SqliteStore::open`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Durability level.
+    pub synchronous: Synchronous,
+    /// Read-only connections.
+    pub readers: usize,
+    /// Most operations committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> SqliteOptions {
+        SqliteOptions { synchronous: Synchronous::Normal, readers: 4, max_batch: 512 }
+    }
+}
+
+/// The SQLite [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: Arc<Writer>,
+    readers: Arc<ReaderPool>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn data_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::new(StoreErrorKind::Data, e.to_string())
+}
+
+pub(crate) fn sql_error(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    match e.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked) => StoreError::new(StoreErrorKind::Unavailable, e.to_string()),
+        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::new(StoreErrorKind::Conflict, e.to_string()),
+        _ => data_error(e),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let writer = Writer::open(path, &options)?;
+        let readers = ReaderPool::new(path, options.readers.max(1));
+        Ok(SqliteStore { writer: Arc::new(writer), readers: Arc::new(readers), path: path.to_owned() })
+    }
+
+    /// Parses `sqlite://PATH` (or a bare path) into a path.
+    pub fn path_from_url(url: &str) -> Result<PathBuf, String> {
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        if path.is_empty() {
+            return Err(format!("invalid database URL {url:?}: expected sqlite://PATH"));
+        }
+        Ok(PathBuf::from(path))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Store for SqliteStore {
+    fn secret(&self, generate: Vec<u8>) -> StoreFuture<'_, Vec<u8>> {
+        Box::pin(self.writer.run(move |c| ops::secret(c, generate)))
+    }
+
+    fn insert(&self, new: NewInvocation) -> StoreFuture<'_, ()> {
+        Box::pin(self.writer.run(move |c| ops::insert(c, &new)))
+    }
+
+    fn get(&self, trace_id: &str) -> StoreFuture<'_, Option<StoredInvocation>> {
+        let trace_id = trace_id.to_owned();
+        Box::pin(self.readers.run(move |c| ops::get(c, &trace_id)))
+    }
+
+    fn logs(&self, trace_id: &str) -> StoreFuture<'_, Option<String>> {
+        let trace_id = trace_id.to_owned();
+        Box::pin(self.readers.run(move |c| ops::logs(c, &trace_id)))
+    }
+
+    fn reports(&self, trace_id: &str) -> StoreFuture<'_, Option<Vec<serde_json::Value>>> {
+        let trace_id = trace_id.to_owned();
+        Box::pin(self.readers.run(move |c| ops::reports(c, &trace_id)))
+    }
+
+    fn claim(&self, now: Millis, limit: usize, owner: &str, lease: Duration) -> StoreFuture<'_, Vec<Claim>> {
+        let owner = owner.to_owned();
+        Box::pin(self.writer.run(move |c| ops::claim(c, now, limit, &owner, lease)))
+    }
+
+    fn renew(&self, trace_id: &str, attempt: i64, until: Millis) -> StoreFuture<'_, bool> {
+        let trace_id = trace_id.to_owned();
+        Box::pin(self.writer.run(move |c| ops::renew(c, &trace_id, attempt, until)))
+    }
+
+    fn complete(&self, completion: Completion) -> StoreFuture<'_, bool> {
+        Box::pin(self.writer.run(move |c| ops::complete(c, &completion)))
+    }
+
+    fn release(&self, trace_id: &str, attempt: i64, now: Millis) -> StoreFuture<'_, ()> {
+        let trace_id = trace_id.to_owned();
+        Box::pin(self.writer.run(move |c| ops::release(c, &trace_id, attempt, now)))
+    }
+
+    fn next_due(&self) -> StoreFuture<'_, Option<Millis>> {
+        Box::pin(self.readers.run(ops::next_due))
+    }
+
+    fn add_callback(&self, trace_id: &str, callback: Callback, now: Millis) -> StoreFuture<'_, CallbackReceipt> {
+        let trace_id = trace_id.to_owned();
+        Box::pin(self.writer.run(move |c| ops::add_callback(c, &trace_id, &callback, now)))
+    }
+
+    fn cancel(
+        &self,
+        trace_id: &str,
+        err: &str,
+        now: Millis,
+        finish_callback: Option<FinishCallback>,
+    ) -> StoreFuture<'_, CancelOutcome> {
+        let (trace_id, err) = (trace_id.to_owned(), err.to_owned());
+        Box::pin(self.writer.run(move |c| ops::cancel(c, &trace_id, &err, now, finish_callback.as_ref())))
+    }
+
+    fn claim_outbox(&self, now: Millis, limit: usize, lease: Duration) -> StoreFuture<'_, Vec<OutboxItem>> {
+        Box::pin(self.writer.run(move |c| ops::claim_outbox(c, now, limit, lease)))
+    }
+
+    fn finish_delivery(&self, id: i64, delivery: Delivery, now: Millis) -> StoreFuture<'_, ()> {
+        Box::pin(self.writer.run(move |c| ops::finish_delivery(c, id, &delivery, now)))
+    }
+
+    fn next_outbox_due(&self) -> StoreFuture<'_, Option<Millis>> {
+        Box::pin(self.readers.run(ops::next_outbox_due))
+    }
+
+    fn purge_finished(&self, before: Millis, limit: usize) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(self.writer.run(move |c| ops::purge_finished(c, before, limit)))
+    }
+
+    fn stats(&self, now: Millis) -> StoreFuture<'_, StoreStats> {
+        Box::pin(self.readers.run(move |c| ops::stats(c, now)))
+    }
+}

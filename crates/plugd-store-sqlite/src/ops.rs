@@ -1,0 +1,512 @@
+//! The SQL of every store operation. Writes run on the writer thread inside a batch transaction.
+
+use std::time::Duration;
+
+use plugd_core::store::{
+    millis_after, CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, FinishCallback, Millis, NewInvocation,
+    OutboxItem, StoreError, StoreStats, StoredInvocation,
+};
+use plugd_core::{Invocation, Trigger};
+use plugd_sdk::{Callback, State};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::{Map, Value};
+
+use crate::{data_error, sql_error};
+
+/// Logs of one invocation are cut at this size.
+const MAX_LOG_BYTES: i64 = 64 * 1024;
+
+const COLUMNS: &str = "trace_id, plugin, version, state, invoke_count, inputs, context, storage, outputs, err, \
+                       created_at, updated_at, finish_at, next_run_at, lease_owner, lease_expires_at, attempt, deadline_at";
+
+type Res<T> = Result<T, StoreError>;
+
+fn json_object(text: &str, column: &str) -> Res<Map<String, Value>> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(data_error(format!("column {column} does not hold a JSON object"))),
+    }
+}
+
+fn read_row(row: &Row<'_>) -> rusqlite::Result<Res<StoredInvocation>> {
+    let state_code: u8 = row.get(3)?;
+    let inputs: String = row.get(5)?;
+    let context: String = row.get(6)?;
+    let storage: String = row.get(7)?;
+    let outputs: String = row.get(8)?;
+    let parsed = (|| {
+        let state =
+            State::from_code(state_code).ok_or_else(|| data_error(format!("unknown state code {state_code}")))?;
+        Ok(StoredInvocation {
+            invocation: Invocation {
+                trace_id: row.get(0).map_err(sql_error)?,
+                plugin: row.get(1).map_err(sql_error)?,
+                version: row.get(2).map_err(sql_error)?,
+                state,
+                invoke_count: row.get(4).map_err(sql_error)?,
+                inputs: serde_json::from_str(&inputs).map_err(data_error)?,
+                context: serde_json::from_str(&context).map_err(data_error)?,
+                storage: json_object(&storage, "storage")?,
+                outputs: json_object(&outputs, "outputs")?,
+                err: row.get(9).map_err(sql_error)?,
+                reports: Vec::new(),
+            },
+            created_at: row.get(10).map_err(sql_error)?,
+            updated_at: row.get(11).map_err(sql_error)?,
+            finish_at: row.get(12).map_err(sql_error)?,
+            next_run_at: row.get(13).map_err(sql_error)?,
+            lease_owner: row.get(14).map_err(sql_error)?,
+            lease_expires_at: row.get(15).map_err(sql_error)?,
+            attempt: row.get(16).map_err(sql_error)?,
+            deadline_at: row.get(17).map_err(sql_error)?,
+        })
+    })();
+    Ok(parsed)
+}
+
+pub(crate) fn get(conn: &Connection, trace_id: &str) -> Res<Option<StoredInvocation>> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM invocations WHERE trace_id = ?1")).map_err(sql_error)?;
+    stmt.query_row([trace_id], read_row).optional().map_err(sql_error)?.transpose()
+}
+
+fn exists(conn: &Connection, trace_id: &str) -> Res<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM invocations WHERE trace_id = ?1)")
+        .and_then(|mut s| s.query_row([trace_id], |r| r.get(0)))
+        .map_err(sql_error)
+}
+
+pub(crate) fn logs(conn: &Connection, trace_id: &str) -> Res<Option<String>> {
+    if !exists(conn, trace_id)? {
+        return Ok(None);
+    }
+    let text: Option<String> = conn
+        .prepare_cached("SELECT text FROM logs WHERE trace_id = ?1")
+        .and_then(|mut s| s.query_row([trace_id], |r| r.get(0)).optional())
+        .map_err(sql_error)?;
+    Ok(Some(text.unwrap_or_default()))
+}
+
+pub(crate) fn secret(conn: &Connection, generate: Vec<u8>) -> Res<Vec<u8>> {
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES ('callback_secret', ?1) ON CONFLICT DO NOTHING",
+        [&generate],
+    )
+    .map_err(sql_error)?;
+    conn.query_row("SELECT value FROM settings WHERE key = 'callback_secret'", [], |r| r.get(0)).map_err(sql_error)
+}
+
+/// Appends to an invocation's logs, keeping the last `MAX_LOG_BYTES` characters: the end of a long
+/// run is what explains how it ended.
+fn append_logs(conn: &Connection, trace_id: &str, text: &str) -> Res<()> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "INSERT INTO logs (trace_id, text) VALUES (?1, substr(?2, -?3))
+         ON CONFLICT (trace_id) DO UPDATE SET text = substr(text || excluded.text, -?3)",
+    )
+    .and_then(|mut s| s.execute(params![trace_id, text, MAX_LOG_BYTES]))
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+fn append_reports(conn: &Connection, trace_id: &str, reports: &[Value]) -> Res<()> {
+    for report in reports {
+        conn.prepare_cached(
+            "INSERT INTO reports (trace_id, seq, report)
+             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM reports WHERE trace_id = ?1), ?2)",
+        )
+        .and_then(|mut s| s.execute(params![trace_id, report.to_string()]))
+        .map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn reports(conn: &Connection, trace_id: &str) -> Res<Option<Vec<Value>>> {
+    if !exists(conn, trace_id)? {
+        return Ok(None);
+    }
+    let texts: Vec<String> = conn
+        .prepare_cached("SELECT report FROM reports WHERE trace_id = ?1 ORDER BY seq")
+        .and_then(|mut s| s.query_map([trace_id], |r| r.get(0))?.collect())
+        .map_err(sql_error)?;
+    texts.iter().map(|t| serde_json::from_str(t).map_err(data_error)).collect::<Res<Vec<Value>>>().map(Some)
+}
+
+fn has_pending_callbacks(conn: &Connection, trace_id: &str) -> Res<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM callbacks WHERE trace_id = ?1 AND consumed_at IS NULL)")
+        .and_then(|mut s| s.query_row([trace_id], |r| r.get(0)))
+        .map_err(sql_error)
+}
+
+/// When a pending invocation runs next: a poll's due time, now for a CALLBACK with callbacks
+/// waiting, never otherwise.
+/// The deadline also wakes a pending invocation, so that it fails on time even if its callback never
+/// comes.
+fn next_run_at(
+    conn: &Connection,
+    trace_id: &str,
+    state: State,
+    poll_at: Option<Millis>,
+    deadline: Option<Millis>,
+    now: Millis,
+) -> Res<Option<Millis>> {
+    let earliest = |at: Millis| Some(deadline.map_or(at, |d| d.min(at)));
+    Ok(match state {
+        State::Poll => earliest(poll_at.unwrap_or(now)),
+        State::Callback if has_pending_callbacks(conn, trace_id)? => Some(now),
+        State::Callback => deadline,
+        _ => None,
+    })
+}
+
+/// A JSON object as stored text, without copying it into a `Value` first.
+fn object_text(map: &Map<String, Value>) -> Res<String> {
+    serde_json::to_string(map).map_err(data_error)
+}
+
+fn enqueue(conn: &Connection, trace_id: &str, callback: &FinishCallback, now: Millis) -> Res<()> {
+    conn.prepare_cached(
+        "INSERT INTO outbox (trace_id, url, body, next_attempt_at, created_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![trace_id, callback.url, callback.body, now]))
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+pub(crate) fn insert(conn: &Connection, new: &NewInvocation) -> Res<()> {
+    let inv = &new.invocation;
+    let state = inv.state;
+    let next = next_run_at(conn, &inv.trace_id, state, new.next_run_at, new.deadline_at, new.now)?;
+    let finish_at = state.is_final().then_some(new.now);
+    let (storage, outputs) = (object_text(&inv.storage)?, object_text(&inv.outputs)?);
+    conn.prepare_cached(&format!(
+        "INSERT INTO invocations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, NULL, NULL, 0, ?14)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            inv.trace_id,
+            inv.plugin,
+            inv.version,
+            state.code(),
+            inv.invoke_count,
+            inv.inputs.to_string(),
+            inv.context.to_string(),
+            storage,
+            outputs,
+            inv.err,
+            new.now,
+            finish_at,
+            next,
+            new.deadline_at,
+        ])
+    })
+    .map_err(sql_error)?;
+    append_reports(conn, &inv.trace_id, &new.reports)?;
+    append_logs(conn, &inv.trace_id, &new.logs)
+}
+
+pub(crate) fn claim(conn: &Connection, now: Millis, limit: usize, owner: &str, lease: Duration) -> Res<Vec<Claim>> {
+    let until = millis_after(now, lease);
+    type Due = (String, Millis, u8, Option<Millis>);
+    let due: Vec<Due> = conn
+        .prepare_cached(
+            "SELECT trace_id, next_run_at, state, deadline_at FROM invocations
+             WHERE next_run_at IS NOT NULL AND next_run_at <= ?1 ORDER BY next_run_at LIMIT ?2",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect()
+        })
+        .map_err(sql_error)?;
+    let mut claims = Vec::with_capacity(due.len());
+    for (trace_id, due_at, state, deadline) in due {
+        let trigger = if state == State::Callback.code() {
+            let pending: Option<(String, String)> = conn
+                .prepare_cached(
+                    "SELECT callback_id, data FROM callbacks WHERE trace_id = ?1 AND consumed_at IS NULL
+                     ORDER BY received_at, rowid LIMIT 1",
+                )
+                .and_then(|mut s| s.query_row([&trace_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .map_err(sql_error)?;
+            match pending {
+                Some((id, data)) => {
+                    Trigger::Callback(Callback { id, data: serde_json::from_str(&data).map_err(data_error)? })
+                }
+                // Past its deadline with no callback: claimed so that the scheduler fails it.
+                None if deadline.is_some_and(|d| d <= now) => Trigger::Poll,
+                None => {
+                    // Nothing to deliver (a lease expired after the callback was consumed): wait
+                    // again, until a callback or the deadline.
+                    conn.prepare_cached(
+                        "UPDATE invocations SET next_run_at = ?2, lease_owner = NULL, lease_expires_at = NULL
+                         WHERE trace_id = ?1",
+                    )
+                    .and_then(|mut s| s.execute(params![trace_id, deadline]))
+                    .map_err(sql_error)?;
+                    continue;
+                }
+            }
+        } else {
+            Trigger::Poll
+        };
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "UPDATE invocations SET attempt = attempt + 1, lease_owner = ?2, lease_expires_at = ?3, next_run_at = ?3
+                 WHERE trace_id = ?1 RETURNING {COLUMNS}"
+            ))
+            .map_err(sql_error)?;
+        let stored = stmt.query_row(params![trace_id, owner, until], read_row).map_err(sql_error)??;
+        claims.push(Claim { stored, due_at, trigger });
+    }
+    Ok(claims)
+}
+
+pub(crate) fn renew(conn: &Connection, trace_id: &str, attempt: i64, until: Millis) -> Res<bool> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE invocations SET lease_expires_at = ?3, next_run_at = ?3
+             WHERE trace_id = ?1 AND attempt = ?2 AND lease_owner IS NOT NULL",
+        )
+        .and_then(|mut s| s.execute(params![trace_id, attempt, until]))
+        .map_err(sql_error)?;
+    Ok(changed == 1)
+}
+
+pub(crate) fn complete(conn: &Connection, c: &Completion) -> Res<bool> {
+    // One read both checks the claim is still held and fetches the deadline.
+    let held: Option<Option<Millis>> = conn
+        .prepare_cached(
+            "SELECT deadline_at FROM invocations WHERE trace_id = ?1 AND attempt = ?2 AND lease_owner IS NOT NULL",
+        )
+        .and_then(|mut s| s.query_row(params![c.trace_id, c.attempt], |r| r.get(0)).optional())
+        .map_err(sql_error)?;
+    let Some(deadline) = held else {
+        return Ok(false);
+    };
+    if let Some(id) = &c.consumed_callback {
+        conn.prepare_cached("UPDATE callbacks SET consumed_at = ?2 WHERE callback_id = ?1")
+            .and_then(|mut s| s.execute(params![id, c.now]))
+            .map_err(sql_error)?;
+    }
+    let step = &c.step;
+    let poll_at = step.poll_after.map(|d| millis_after(c.now, d));
+    let next = next_run_at(conn, &c.trace_id, step.state, poll_at, deadline, c.now)?;
+    let finish_at = step.state.is_final().then_some(c.now);
+    let (storage, outputs) = (object_text(&step.storage)?, object_text(&step.outputs)?);
+    conn.prepare_cached(
+        "UPDATE invocations SET state = ?3, invoke_count = ?4, storage = ?5, outputs = ?6, err = ?7, updated_at = ?8,
+             finish_at = ?9, next_run_at = ?10, lease_owner = NULL, lease_expires_at = NULL
+         WHERE trace_id = ?1 AND attempt = ?2",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            c.trace_id,
+            c.attempt,
+            step.state.code(),
+            step.invoke_count,
+            storage,
+            outputs,
+            step.err,
+            c.now,
+            finish_at,
+            next,
+        ])
+    })
+    .map_err(sql_error)?;
+    append_logs(conn, &c.trace_id, &c.logs)?;
+    append_reports(conn, &c.trace_id, &c.reports)?;
+    if let Some(callback) = &c.finish_callback {
+        enqueue(conn, &c.trace_id, callback, c.now)?;
+    }
+    Ok(true)
+}
+
+pub(crate) fn release(conn: &Connection, trace_id: &str, attempt: i64, now: Millis) -> Res<()> {
+    conn.prepare_cached(
+        "UPDATE invocations SET lease_owner = NULL, lease_expires_at = NULL, next_run_at = ?3
+         WHERE trace_id = ?1 AND attempt = ?2 AND lease_owner IS NOT NULL",
+    )
+    .and_then(|mut s| s.execute(params![trace_id, attempt, now]))
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+pub(crate) fn next_due(conn: &Connection) -> Res<Option<Millis>> {
+    conn.prepare_cached("SELECT MIN(next_run_at) FROM invocations WHERE next_run_at IS NOT NULL")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(sql_error)
+}
+
+pub(crate) fn add_callback(
+    conn: &Connection,
+    trace_id: &str,
+    callback: &Callback,
+    now: Millis,
+) -> Res<CallbackReceipt> {
+    let row: Option<(u8, Option<String>)> = conn
+        .prepare_cached("SELECT state, lease_owner FROM invocations WHERE trace_id = ?1")
+        .and_then(|mut s| s.query_row([trace_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(sql_error)?;
+    if let Some((code, _)) = row {
+        let state = State::from_code(code).ok_or_else(|| data_error(format!("unknown state code {code}")))?;
+        if state.is_final() {
+            return Ok(CallbackReceipt::Finished(state));
+        }
+    }
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO callbacks (callback_id, trace_id, data, received_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (callback_id) DO NOTHING",
+        )
+        .and_then(|mut s| s.execute(params![callback.id, trace_id, callback.data.to_string(), now]))
+        .map_err(sql_error)?;
+    if inserted == 0 {
+        return Ok(CallbackReceipt::Duplicate);
+    }
+    // Due now if it waits for a callback and no execute holds it; otherwise the running execute's
+    // completion (or the commit of its first step) sees the pending callback.
+    if let Some((code, None)) = row {
+        if code == State::Callback.code() {
+            conn.prepare_cached(
+                "UPDATE invocations SET next_run_at = ?2 WHERE trace_id = ?1 AND (next_run_at IS NULL OR next_run_at > ?2)",
+            )
+            .and_then(|mut s| s.execute(params![trace_id, now]))
+            .map_err(sql_error)?;
+        }
+    }
+    Ok(CallbackReceipt::Accepted)
+}
+
+pub(crate) fn cancel(
+    conn: &Connection,
+    trace_id: &str,
+    err: &str,
+    now: Millis,
+    finish_callback: Option<&FinishCallback>,
+) -> Res<CancelOutcome> {
+    let code: Option<u8> = conn
+        .prepare_cached("SELECT state FROM invocations WHERE trace_id = ?1")
+        .and_then(|mut s| s.query_row([trace_id], |r| r.get(0)).optional())
+        .map_err(sql_error)?;
+    let Some(code) = code else {
+        return Ok(CancelOutcome::NotFound);
+    };
+    let state = State::from_code(code).ok_or_else(|| data_error(format!("unknown state code {code}")))?;
+    if state.is_final() {
+        return Ok(CancelOutcome::AlreadyFinished(state));
+    }
+    // The attempt bump fences out an execute that may be running.
+    conn.prepare_cached(
+        "UPDATE invocations SET state = ?2, err = ?3, updated_at = ?4, finish_at = ?4, next_run_at = NULL,
+             lease_owner = NULL, lease_expires_at = NULL, attempt = attempt + 1
+         WHERE trace_id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![trace_id, State::Fail.code(), err, now]))
+    .map_err(sql_error)?;
+    if let Some(callback) = finish_callback {
+        enqueue(conn, trace_id, callback, now)?;
+    }
+    Ok(CancelOutcome::Cancelled)
+}
+
+pub(crate) fn claim_outbox(conn: &Connection, now: Millis, limit: usize, lease: Duration) -> Res<Vec<OutboxItem>> {
+    let until = millis_after(now, lease);
+    conn.prepare_cached(
+        "UPDATE outbox SET next_attempt_at = ?3 WHERE id IN (
+             SELECT id FROM outbox WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= ?1
+             ORDER BY next_attempt_at LIMIT ?2)
+         RETURNING id, trace_id, url, body, attempts",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![now, limit as i64, until], |r| {
+            Ok(OutboxItem {
+                id: r.get(0)?,
+                trace_id: r.get(1)?,
+                callback: FinishCallback { url: r.get(2)?, body: r.get(3)? },
+                attempts: r.get(4)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(sql_error)
+}
+
+pub(crate) fn finish_delivery(conn: &Connection, id: i64, delivery: &Delivery, now: Millis) -> Res<()> {
+    let (sql, error, at): (&str, Option<&str>, Millis) = match delivery {
+        Delivery::Delivered => {
+            ("UPDATE outbox SET attempts = attempts + 1, delivered_at = ?3, last_error = ?2 WHERE id = ?1", None, now)
+        }
+        Delivery::Retry { at, error } => (
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?2 WHERE id = ?1",
+            Some(error),
+            *at,
+        ),
+        Delivery::GaveUp { error } => (
+            "UPDATE outbox SET attempts = attempts + 1, gave_up_at = ?3, last_error = ?2 WHERE id = ?1",
+            Some(error),
+            now,
+        ),
+    };
+    conn.prepare_cached(sql).and_then(|mut s| s.execute(params![id, error, at])).map_err(sql_error)?;
+    Ok(())
+}
+
+pub(crate) fn next_outbox_due(conn: &Connection) -> Res<Option<Millis>> {
+    conn.prepare_cached("SELECT MIN(next_attempt_at) FROM outbox WHERE delivered_at IS NULL AND gave_up_at IS NULL")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(sql_error)
+}
+
+pub(crate) fn purge_finished(conn: &Connection, before: Millis, limit: usize) -> Res<Vec<String>> {
+    let gone: Vec<String> = conn
+        .prepare_cached(
+            "DELETE FROM invocations WHERE trace_id IN (
+                 SELECT trace_id FROM invocations WHERE finish_at IS NOT NULL AND finish_at < ?1 LIMIT ?2)
+             RETURNING trace_id",
+        )
+        .and_then(|mut s| s.query_map(params![before, limit as i64], |r| r.get(0))?.collect())
+        .map_err(sql_error)?;
+    for trace_id in &gone {
+        for sql in [
+            "DELETE FROM logs WHERE trace_id = ?1",
+            "DELETE FROM reports WHERE trace_id = ?1",
+            "DELETE FROM callbacks WHERE trace_id = ?1",
+            "DELETE FROM outbox WHERE trace_id = ?1 AND (delivered_at IS NOT NULL OR gave_up_at IS NOT NULL)",
+        ] {
+            conn.prepare_cached(sql).and_then(|mut s| s.execute([trace_id])).map_err(sql_error)?;
+        }
+    }
+    // Callbacks for invocations that never committed (their invoke failed) expire too.
+    conn.prepare_cached(
+        "DELETE FROM callbacks WHERE rowid IN (
+             SELECT c.rowid FROM callbacks c LEFT JOIN invocations i ON i.trace_id = c.trace_id
+             WHERE i.trace_id IS NULL AND c.received_at < ?1 LIMIT ?2)",
+    )
+    .and_then(|mut s| s.execute(params![before, limit as i64]))
+    .map_err(sql_error)?;
+    conn.execute_batch("PRAGMA incremental_vacuum(256)").map_err(sql_error)?;
+    Ok(gone)
+}
+
+pub(crate) fn stats(conn: &Connection, now: Millis) -> Res<StoreStats> {
+    let mut stats = StoreStats::default();
+    let counts: Vec<(i64, i64)> = conn
+        .prepare_cached("SELECT state, COUNT(*) FROM invocations GROUP BY state")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(sql_error)?;
+    for (state, count) in counts {
+        if let Some(slot) = stats.by_state.get_mut(state as usize) {
+            *slot = count as u64;
+        }
+    }
+    stats.due = conn
+        .prepare_cached("SELECT COUNT(*) FROM invocations WHERE next_run_at IS NOT NULL AND next_run_at <= ?1 AND lease_owner IS NULL")
+        .and_then(|mut s| s.query_row([now], |r| r.get::<_, i64>(0)))
+        .map_err(sql_error)? as u64;
+    stats.outbox_pending = conn
+        .prepare_cached("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND gave_up_at IS NULL")
+        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+        .map_err(sql_error)? as u64;
+    Ok(stats)
+}

@@ -1,0 +1,237 @@
+//! The SQLite store against a real database file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use plugd_core::store::{
+    CallbackReceipt, CancelOutcome, Completion, Delivery, FinishCallback, NewInvocation, Store, StoreErrorKind,
+};
+use plugd_core::{Invocation, Step, Trigger};
+use plugd_sdk::{Callback, State};
+use plugd_store_sqlite::{SqliteOptions, SqliteStore};
+use serde_json::{json, Map};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(&dir.path().join("plugd.db"), SqliteOptions::default()).unwrap()
+}
+
+fn invocation(state: State) -> Invocation {
+    let mut inv = Invocation::new("countdown", "1.0.0", json!({"from": 1}), json!({}));
+    inv.state = state;
+    inv.invoke_count = 1;
+    inv
+}
+
+fn new(inv: &Invocation, now: i64, next_run_at: Option<i64>) -> NewInvocation {
+    NewInvocation {
+        invocation: inv.clone(),
+        now,
+        next_run_at,
+        deadline_at: None,
+        logs: "first\n".into(),
+        reports: vec![json!({"description": "first"})],
+    }
+}
+
+fn step(state: State, invoke_count: u32, poll_after: Option<Duration>) -> Step {
+    Step { state, invoke_count, storage: Map::new(), outputs: Map::new(), err: None, poll_after, reports: Vec::new() }
+}
+
+fn completion(trace_id: &str, attempt: i64, step: Step, now: i64) -> Completion {
+    Completion {
+        trace_id: trace_id.into(),
+        attempt,
+        step,
+        now,
+        consumed_callback: None,
+        logs: String::new(),
+        finish_callback: None,
+        reports: vec![json!({"description": "later"})],
+    }
+}
+
+#[tokio::test]
+async fn insert_get_and_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let inv = invocation(State::Success);
+    store.insert(new(&inv, 1_000, None)).await.unwrap();
+    let stored = store.get(&inv.trace_id).await.unwrap().unwrap();
+    assert_eq!(stored.invocation, inv);
+    assert_eq!((stored.created_at, stored.finish_at, stored.next_run_at), (1_000, Some(1_000), None));
+    assert_eq!(store.logs(&inv.trace_id).await.unwrap().as_deref(), Some("first\n"));
+    assert_eq!(store.reports(&inv.trace_id).await.unwrap(), Some(vec![json!({"description": "first"})]));
+    assert_eq!(store.insert(new(&inv, 1_000, None)).await.unwrap_err().kind, StoreErrorKind::Conflict);
+    assert_eq!(store.get("0".repeat(32).as_str()).await.unwrap(), None);
+    assert_eq!(store.logs("nope").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn polls_are_claimed_when_due_leased_and_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let inv = invocation(State::Poll);
+    store.insert(new(&inv, 1_000, Some(2_000))).await.unwrap();
+    assert_eq!(store.next_due().await.unwrap(), Some(2_000));
+    assert!(store.claim(1_999, 10, "a", LEASE).await.unwrap().is_empty(), "not due yet");
+    let claims = store.claim(2_000, 10, "a", LEASE).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    let claim = &claims[0];
+    assert_eq!((claim.due_at, claim.stored.attempt, &claim.trigger), (2_000, 1, &Trigger::Poll));
+    assert!(store.claim(3_000, 10, "b", LEASE).await.unwrap().is_empty(), "leased");
+    assert!(store.renew(&inv.trace_id, 1, 40_000).await.unwrap());
+
+    // The lease expires: another claimer takes over, and the first one's completion is refused.
+    let taken = store.claim(40_000, 10, "b", LEASE).await.unwrap();
+    assert_eq!(taken[0].stored.attempt, 2);
+    assert!(!store.complete(completion(&inv.trace_id, 1, step(State::Success, 2, None), 40_001)).await.unwrap());
+    assert!(!store.renew(&inv.trace_id, 1, 90_000).await.unwrap());
+    let poll_again = step(State::Poll, 2, Some(Duration::from_millis(500)));
+    assert!(store.complete(completion(&inv.trace_id, 2, poll_again, 40_002)).await.unwrap());
+    let stored = store.get(&inv.trace_id).await.unwrap().unwrap();
+    assert_eq!((stored.invocation.state, stored.invocation.invoke_count), (State::Poll, 2));
+    assert_eq!((stored.next_run_at, stored.lease_owner), (Some(40_502), None));
+    let claim = store.claim(41_000, 10, "b", LEASE).await.unwrap().remove(0);
+    assert!(store
+        .complete(completion(&inv.trace_id, claim.stored.attempt, step(State::Success, 3, None), 41_001))
+        .await
+        .unwrap());
+    let stored = store.get(&inv.trace_id).await.unwrap().unwrap();
+    assert_eq!((stored.invocation.state, stored.finish_at, stored.next_run_at), (State::Success, Some(41_001), None));
+    let reports = store.reports(&inv.trace_id).await.unwrap().unwrap();
+    assert_eq!(reports.len(), 3, "the first, then one per completed execute: {reports:?}");
+}
+
+#[tokio::test]
+async fn callbacks_are_kept_even_before_the_invocation_commits_and_used_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let inv = invocation(State::Callback);
+    let early = Callback { id: "a".repeat(32), data: json!({"early": true}) };
+    assert_eq!(store.add_callback(&inv.trace_id, early.clone(), 500).await.unwrap(), CallbackReceipt::Accepted);
+    assert_eq!(store.add_callback(&inv.trace_id, early.clone(), 501).await.unwrap(), CallbackReceipt::Duplicate);
+    store.insert(new(&inv, 1_000, None)).await.unwrap();
+    assert_eq!(store.next_due().await.unwrap(), Some(1_000), "due as soon as its CALLBACK state commits");
+    let claim = store.claim(1_000, 10, "a", LEASE).await.unwrap().remove(0);
+    assert_eq!(claim.trigger, Trigger::Callback(early.clone()));
+
+    // A callback that arrives during the execute waits for its completion.
+    let late = Callback { id: "b".repeat(32), data: json!({"late": true}) };
+    assert_eq!(store.add_callback(&inv.trace_id, late.clone(), 1_100).await.unwrap(), CallbackReceipt::Accepted);
+    assert!(store.claim(1_200, 10, "b", LEASE).await.unwrap().is_empty());
+    let mut done = completion(&inv.trace_id, claim.stored.attempt, step(State::Callback, 2, None), 1_300);
+    done.consumed_callback = Some(early.id.clone());
+    assert!(store.complete(done).await.unwrap());
+    let claim = store.claim(1_300, 10, "a", LEASE).await.unwrap().remove(0);
+    assert_eq!(claim.trigger, Trigger::Callback(late.clone()));
+    let mut done = completion(&inv.trace_id, claim.stored.attempt, step(State::Success, 3, None), 1_400);
+    done.consumed_callback = Some(late.id.clone());
+    assert!(store.complete(done).await.unwrap());
+    let after = Callback { id: "c".repeat(32), data: json!({}) };
+    assert_eq!(
+        store.add_callback(&inv.trace_id, after, 1_500).await.unwrap(),
+        CallbackReceipt::Finished(State::Success)
+    );
+    assert_eq!(store.next_due().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn cancel_fails_pending_invocations_and_fences_running_executes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let inv = invocation(State::Poll);
+    store.insert(new(&inv, 1_000, Some(1_000))).await.unwrap();
+    let claim = store.claim(1_000, 10, "a", LEASE).await.unwrap().remove(0);
+    let finish = FinishCallback { url: "http://127.0.0.1:9/cb".into(), body: "{}".into() };
+    assert_eq!(store.cancel(&inv.trace_id, "cancelled", 1_100, Some(finish)).await.unwrap(), CancelOutcome::Cancelled);
+    let late = completion(&inv.trace_id, claim.stored.attempt, step(State::Success, 2, None), 1_200);
+    assert!(!store.complete(late).await.unwrap(), "the running execute lost its claim");
+    let stored = store.get(&inv.trace_id).await.unwrap().unwrap();
+    assert_eq!((stored.invocation.state, stored.invocation.err.as_deref()), (State::Fail, Some("cancelled")));
+    assert_eq!(
+        store.cancel(&inv.trace_id, "again", 1_300, None).await.unwrap(),
+        CancelOutcome::AlreadyFinished(State::Fail)
+    );
+    assert_eq!(store.cancel("nope", "x", 1_300, None).await.unwrap(), CancelOutcome::NotFound);
+    assert_eq!(store.next_outbox_due().await.unwrap(), Some(1_100));
+}
+
+#[tokio::test]
+async fn the_outbox_retries_then_gives_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let inv = invocation(State::Poll);
+    store.insert(new(&inv, 1_000, Some(1_000))).await.unwrap();
+    let claim = store.claim(1_000, 10, "a", LEASE).await.unwrap().remove(0);
+    let mut done = completion(&inv.trace_id, claim.stored.attempt, step(State::Success, 2, None), 2_000);
+    done.finish_callback = Some(FinishCallback { url: "http://127.0.0.1:9/cb".into(), body: r#"{"k":1}"#.into() });
+    assert!(store.complete(done).await.unwrap());
+    let item = store.claim_outbox(2_000, 10, LEASE).await.unwrap().remove(0);
+    assert_eq!((item.attempts, item.callback.body.as_str()), (0, r#"{"k":1}"#));
+    assert!(store.claim_outbox(2_001, 10, LEASE).await.unwrap().is_empty(), "leased");
+    store.finish_delivery(item.id, Delivery::Retry { at: 3_000, error: "refused".into() }, 2_002).await.unwrap();
+    let item = store.claim_outbox(3_000, 10, LEASE).await.unwrap().remove(0);
+    assert_eq!(item.attempts, 1);
+    store.finish_delivery(item.id, Delivery::GaveUp { error: "refused".into() }, 3_001).await.unwrap();
+    assert_eq!(store.next_outbox_due().await.unwrap(), None);
+    assert_eq!(store.stats(4_000).await.unwrap().outbox_pending, 0);
+}
+
+#[tokio::test]
+async fn retention_purges_finished_invocations_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let done = invocation(State::Success);
+    let pending = invocation(State::Poll);
+    store.insert(new(&done, 1_000, None)).await.unwrap();
+    store.insert(new(&pending, 1_000, Some(9_000))).await.unwrap();
+    assert!(store.purge_finished(1_000, 100).await.unwrap().is_empty());
+    assert_eq!(store.purge_finished(1_001, 100).await.unwrap(), std::slice::from_ref(&done.trace_id));
+    assert_eq!(store.reports(&done.trace_id).await.unwrap(), None);
+    assert_eq!(store.get(&done.trace_id).await.unwrap(), None);
+    assert_eq!(store.logs(&done.trace_id).await.unwrap(), None);
+    assert!(store.get(&pending.trace_id).await.unwrap().is_some());
+    let stats = store.stats(10_000).await.unwrap();
+    assert_eq!((stats.by_state[2], stats.by_state[4], stats.due), (1, 0, 1));
+}
+
+#[tokio::test]
+async fn the_secret_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(&dir).secret(vec![1, 2, 3]).await.unwrap();
+    assert_eq!(first, vec![1, 2, 3]);
+    let again = open(&dir).secret(vec![9, 9, 9]).await.unwrap();
+    assert_eq!(again, vec![1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_are_group_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    let tasks: Vec<_> = (0..2_000)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let inv = invocation(State::Success);
+                store.insert(new(&inv, 1_000, None)).await.map(|()| inv.trace_id)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let trace_id = task.await.unwrap().unwrap();
+        assert!(store.get(&trace_id).await.unwrap().is_some());
+    }
+    assert_eq!(store.stats(0).await.unwrap().by_state[4], 2_000);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(&dir));
+    let path = dir.path().join("plugd.db");
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    let err = SqliteStore::open(&path, SqliteOptions::default()).unwrap_err();
+    assert!(err.message.contains("newer than this plugd"), "{err}");
+}

@@ -1,0 +1,290 @@
+//! `plugd serve`: the bk-plugin HTTP API on an embedded SQLite database.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use plugd_core::RegistryBuilder;
+use plugd_server::{AuthConfig, LogCapture, ServerConfig};
+use plugd_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use serde_json::Value;
+
+use super::{parse_duration, CliError, CliResult};
+
+/// Arguments of `plugd serve`; each can also come from the environment variable named.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "PLUGD_LISTEN", default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// The database.
+    #[arg(long, env = "PLUGD_DB", default_value = "sqlite://./plugd.db")]
+    db: String,
+    /// The URL callers reach this server at (callback URLs start with it) [default: http://<listen>].
+    #[arg(long, env = "PLUGD_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Executes running at once.
+    #[arg(long, env = "PLUGD_WORKERS", default_value_t = 64)]
+    workers: usize,
+    /// The plugin that also answers under /bk_plugin/ [default: the only plugin, if one].
+    #[arg(long, env = "PLUGD_DEFAULT_PLUGIN")]
+    default_plugin: Option<String>,
+    /// How long callback URLs stay valid.
+    #[arg(long, env = "PLUGD_CALLBACK_TTL", default_value = "7d", value_parser = parse_duration)]
+    callback_ttl: Duration,
+    /// Fail invocations that would execute more often than this.
+    #[arg(long, env = "PLUGD_MAX_INVOKE_COUNT")]
+    max_invoke_count: Option<u32>,
+    /// Fail invocations still pending this long after they were accepted (e.g. 1d).
+    #[arg(long, env = "PLUGD_DEADLINE", value_parser = parse_duration)]
+    deadline: Option<Duration>,
+    /// Days to keep finished invocations, their logs and callbacks.
+    #[arg(long, env = "SCHEDULE_PERSISTENT_DAYS", default_value_t = 30)]
+    retention_days: u32,
+    /// On SIGINT/SIGTERM, how long running executes may finish.
+    #[arg(long, env = "PLUGD_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
+    grace_period: Duration,
+    /// How long a claim on an invocation lasts unless renewed (renewed while executing).
+    #[arg(long, env = "PLUGD_LEASE", default_value = "30s", value_parser = parse_duration)]
+    lease: Duration,
+    /// Finish callbacks: attempts before giving up.
+    #[arg(long, env = "PLUGD_FINISH_CALLBACK_ATTEMPTS", default_value_t = 8)]
+    finish_callback_attempts: u32,
+    /// Finish callbacks: first retry delay, doubled each retry (with jitter, at most 5m).
+    #[arg(long, env = "PLUGD_FINISH_CALLBACK_BACKOFF", default_value = "1s", value_parser = parse_duration)]
+    finish_callback_backoff: Duration,
+    /// Finish callbacks: timeout of one attempt.
+    #[arg(long, env = "PLUGD_FINISH_CALLBACK_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    finish_callback_timeout: Duration,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "PLUGD_MAX_BODY", default_value_t = 1024 * 1024)]
+    max_body: usize,
+    /// SQLite durability: normal survives crashes, full also power loss.
+    #[arg(long, env = "PLUGD_SQLITE_SYNCHRONOUS", value_enum, default_value_t = SyncMode::Normal)]
+    sqlite_synchronous: SyncMode,
+    /// A file of bearer tokens, one APP:TOKEN per line (also PLUGD_AUTH_TOKENS=APP:TOKEN,...).
+    #[arg(long, env = "PLUGD_AUTH_TOKENS_FILE")]
+    auth_tokens_file: Option<PathBuf>,
+    /// The API gateway's RSA public key (PEM), to verify X-Bkapi-JWT.
+    #[arg(long, env = "PLUGD_APIGW_PUBLIC_KEY_FILE")]
+    apigw_public_key: Option<PathBuf>,
+    /// A JSON file {"<plugin>": {"<app_code>": {"type": "...", "value": ["..."]}}}: the bk-plugin allow_scope.
+    #[arg(long, env = "PLUGD_ALLOW_SCOPE_FILE")]
+    allow_scope: Option<PathBuf>,
+    /// A folder of plugin folders (plugin.yaml or qciplugin.yml) to serve beside the others.
+    #[arg(long, env = "PLUGD_PLUGINS_DIR", value_name = "DIR")]
+    plugins: Vec<PathBuf>,
+    /// Where report files are kept [default: <database>-reports next to the database].
+    #[arg(long, env = "PLUGD_REPORTS_DIR")]
+    reports_dir: Option<PathBuf>,
+    /// A file holding the callback signing secret (also PLUGD_CALLBACK_SECRET) [default: generated, kept in the database].
+    #[arg(long, env = "PLUGD_CALLBACK_SECRET_FILE")]
+    callback_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SyncMode {
+    Normal,
+    Full,
+}
+
+fn read(path: &Path, what: &str) -> CliResult<String> {
+    std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("{what}: cannot read {}: {e}", path.display())))
+}
+
+/// `APP:TOKEN` entries, from a comma- or newline-separated list.
+fn parse_tokens(text: &str, source: &str) -> CliResult<Vec<(String, String)>> {
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty() && !entry.starts_with('#'))
+        .enumerate()
+        .map(|(i, entry)| match entry.split_once(':') {
+            Some((app, token)) if !app.is_empty() && !token.is_empty() => Ok((app.to_owned(), token.to_owned())),
+            // Never echo the entry: it may be a token.
+            _ => Err(CliError::Usage(format!("{source}: entry {} is not APP:TOKEN", i + 1))),
+        })
+        .collect()
+}
+
+fn config(args: &ServeArgs) -> CliResult<ServerConfig> {
+    let mut config = ServerConfig::new(args.listen);
+    if let Some(url) = &args.public_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(CliError::Usage(format!("--public-url {url:?}: expected an http:// or https:// URL")));
+        }
+        config.public_url = url.trim_end_matches('/').to_owned();
+    }
+    config.default_plugin = args.default_plugin.clone();
+    config.workers = args.workers.max(1);
+    config.callback_ttl = args.callback_ttl;
+    config.max_invoke_count = args.max_invoke_count;
+    config.deadline = args.deadline;
+    config.retention = Duration::from_secs(u64::from(args.retention_days) * 86_400);
+    config.grace_period = args.grace_period;
+    config.lease = args.lease.max(Duration::from_secs(1));
+    config.finish_callback_attempts = args.finish_callback_attempts.max(1);
+    config.finish_callback_backoff = args.finish_callback_backoff;
+    config.finish_callback_timeout = args.finish_callback_timeout;
+    config.max_body = args.max_body;
+
+    let mut tokens = Vec::new();
+    if let Ok(text) = std::env::var("PLUGD_AUTH_TOKENS") {
+        tokens.extend(parse_tokens(&text, "PLUGD_AUTH_TOKENS")?);
+    }
+    if let Some(path) = &args.auth_tokens_file {
+        tokens.extend(parse_tokens(&read(path, "--auth-tokens-file")?, &path.display().to_string())?);
+    }
+    let mut auth = AuthConfig { tokens, jwt_key: None };
+    if let Some(path) = &args.apigw_public_key {
+        let pem = read(path, "--apigw-public-key")?;
+        auth = auth
+            .with_gateway_public_key(pem.as_bytes())
+            .map_err(|e| CliError::Usage(format!("--apigw-public-key {}: {e}", path.display())))?;
+    }
+    config.auth = auth;
+    if let Some(path) = &args.allow_scope {
+        let text = read(path, "--allow-scope")?;
+        let scopes: BTreeMap<String, Value> = serde_json::from_str(&text).map_err(|e| {
+            CliError::Usage(format!("--allow-scope {}: line {} column {}: {e}", path.display(), e.line(), e.column()))
+        })?;
+        for (plugin, scope) in &scopes {
+            check_scope_shape(scope)
+                .map_err(|e| CliError::Usage(format!("--allow-scope {}: /{plugin}{e}", path.display())))?;
+        }
+        config.allow_scope = scopes;
+    }
+    let secret = match (&args.callback_secret_file, std::env::var("PLUGD_CALLBACK_SECRET")) {
+        (Some(path), _) => Some(read(path, "--callback-secret-file")?.trim().as_bytes().to_vec()),
+        (None, Ok(secret)) => Some(secret.into_bytes()),
+        (None, Err(_)) => None,
+    };
+    if secret.as_ref().is_some_and(|s| s.len() < 16) {
+        return Err(CliError::Usage("the callback secret must be at least 16 bytes long".into()));
+    }
+    config.secret = secret;
+    Ok(config)
+}
+
+/// `{app_code: {"type": str, "value": [str]}}`; the error is a JSON path suffix and a reason.
+fn check_scope_shape(scope: &Value) -> Result<(), String> {
+    let Value::Object(apps) = scope else {
+        return Err(": expected an object of app codes".into());
+    };
+    for (app, rule) in apps {
+        if !rule["type"].is_string() {
+            return Err(format!("/{app}/type: expected a string"));
+        }
+        if !rule["value"].as_array().is_some_and(|v| v.iter().all(Value::is_string)) {
+            return Err(format!("/{app}/value: expected an array of strings"));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) -> CliResult {
+    let capture = LogCapture::new();
+    super::init_logging_with(verbose, "info", Some(capture.clone()));
+    let options = plugd_process::ProcessOptions::default();
+    let (builder, folders) = super::plugins::with_dirs(plugins, &args.plugins, &options)?;
+    let registry = super::plugins::build(builder)?;
+    let config = config(&args)?;
+    plugd_server::check_config(&config, &registry).map_err(|e| CliError::Usage(e.to_string()))?;
+    let path = SqliteStore::path_from_url(&args.db).map_err(CliError::Usage)?;
+    let mut config = config;
+    config.reports_dir = args.reports_dir.clone().unwrap_or_else(|| {
+        let mut name = path.file_name().unwrap_or_default().to_owned();
+        name.push("-reports");
+        path.with_file_name(name)
+    });
+    let options = SqliteOptions {
+        synchronous: match args.sqlite_synchronous {
+            SyncMode::Normal => Synchronous::Normal,
+            SyncMode::Full => Synchronous::Full,
+        },
+        ..SqliteOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        super::plugins::install_all(&folders).await?;
+        let store = SqliteStore::open(&path, options)
+            .with_context(|| format!("cannot open the database {}", path.display()))?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let address = listener.local_addr().context("no local address")?;
+        let mut config = config;
+        if args.public_url.is_none() {
+            config.public_url = format!("http://{address}");
+        }
+        let names: Vec<&str> = registry.names().collect();
+        eprintln!(
+            "plugd serve: listening on http://{address} (plugins: {}; database: {})",
+            names.join(", "),
+            path.display()
+        );
+        plugd_server::serve(listener, config, registry.clone(), Arc::new(store), capture, shutdown_signal())
+            .await
+            .context("the server stopped")?;
+        eprintln!("plugd serve: stopped");
+        Ok::<_, CliError>(ExitCode::SUCCESS)
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_parse_without_echoing_secrets() {
+        assert_eq!(
+            parse_tokens("bk_sops:abc, ci:def\n# comment\n", "x").unwrap(),
+            [("bk_sops".to_owned(), "abc".to_owned()), ("ci".to_owned(), "def".to_owned())]
+        );
+        let error = parse_tokens("bk_sops:abc,supersecret", "PLUGD_AUTH_TOKENS").unwrap_err().to_string();
+        assert_eq!(error, "PLUGD_AUTH_TOKENS: entry 2 is not APP:TOKEN");
+    }
+
+    #[test]
+    fn scope_shapes_are_checked_with_a_path() {
+        use serde_json::json;
+        assert!(check_scope_shape(&json!({"bk_sops": {"type": "project", "value": ["1"]}})).is_ok());
+        assert_eq!(
+            check_scope_shape(&json!({"bk_sops": {"type": 1, "value": []}})).unwrap_err(),
+            "/bk_sops/type: expected a string"
+        );
+        assert_eq!(
+            check_scope_shape(&json!({"bk_sops": {"type": "p", "value": [1]}})).unwrap_err(),
+            "/bk_sops/value: expected an array of strings"
+        );
+    }
+}

@@ -1,0 +1,5 @@
+mod plugin;
+
+fn main() -> std::process::ExitCode {
+    plugd::main(plugd::Registry::builder().plugin(plugin::Greet))
+}

@@ -1,0 +1,55 @@
+/*!
+plugd: a plugin framework and runtime for CI/DevOps automation.
+
+This crate is what a plugin project depends on. It re-exports the plugin kit ([`Plugin`],
+[`Context`], [`Outcome`], ...), and exposes the whole `plugd` command line as one function,
+[`main`], that takes the plugins to serve. A plugin project's `main.rs` is three lines:
+
+```no_run
+fn main() -> std::process::ExitCode {
+    plugd::main(plugd::Registry::builder().plugin(plugd::plugins::hello::HelloV1))
+}
+```
+
+The `plugd` binary itself is that same function over [`builtin`], the plugins that ship with it.
+
+# Modules
+- [`local`]: the local runner behind `plugd run` (in-process polls, a temporary callback listener).
+- [`exit`]: the documented exit codes of the command line.
+*/
+#![deny(missing_docs)]
+
+mod cli;
+pub mod exit;
+pub mod hooks;
+pub mod local;
+
+pub use plugd_core::{Executor, Invocation, Registry, RegistryBuilder};
+pub use plugd_plugins as plugins;
+pub use plugd_sdk::{
+    schema_for, schemars, serde, serde_json, Callback, CallbackPreparation, Context, Empty, Meta, Outcome, Plugin,
+    PluginError, State,
+};
+
+/// The plugins that ship with plugd: the examples `hello`, `countdown` and `approval`, and the
+/// release-hook plugins `command`, `webhook`, `email` and `amqp`, and `gitlab-pipeline`.
+pub fn builtin() -> RegistryBuilder {
+    plugd_plugins::all()
+        .into_iter()
+        .fold(Registry::builder(), RegistryBuilder::dyn_plugin)
+        .plugin(plugd_process::command::Command)
+        .plugin(plugd_gitlab::GitlabPipeline)
+}
+
+/// Runs the `plugd` command line over `plugins`, reading `std::env::args`.
+///
+/// Returns the process exit code (see [`exit`]); a registry that fails its checks (a duplicate
+/// version, an invalid version) is reported and exits with [`exit::USAGE`].
+pub fn main(plugins: RegistryBuilder) -> std::process::ExitCode {
+    cli::main(plugins, std::env::args_os())
+}
+
+// Compiles and runs the Rust code blocks of README.md as doctests, so the documented example works.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

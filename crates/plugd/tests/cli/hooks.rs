@@ -1,0 +1,361 @@
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use crate::util::Plugd;
+
+/// Recipients and raw data of each delivered message.
+type Mailbox = Arc<Mutex<Vec<(Vec<String>, String)>>>;
+/// Headers and body of each request.
+type Requests = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A real SMTP server on 127.0.0.1 (mailin-embedded), keeping each delivered message.
+struct SmtpServer {
+    port: u16,
+    messages: Mailbox,
+}
+
+/// Collects the recipients and data of each message.
+#[derive(Clone)]
+struct Collector {
+    messages: Mailbox,
+    to: Vec<String>,
+    data: Vec<u8>,
+}
+
+impl mailin_embedded::Handler for Collector {
+    fn data_start(&mut self, _domain: &str, _from: &str, _is8bit: bool, to: &[String]) -> mailin_embedded::Response {
+        self.to = to.to_vec();
+        self.data.clear();
+        mailin_embedded::response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.data.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> mailin_embedded::Response {
+        let message = (std::mem::take(&mut self.to), String::from_utf8_lossy(&self.data).into_owned());
+        self.messages.lock().unwrap().push(message);
+        mailin_embedded::response::OK
+    }
+}
+
+impl SmtpServer {
+    fn start() -> SmtpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let messages: Mailbox = Arc::default();
+        let mut server =
+            mailin_embedded::Server::new(Collector { messages: messages.clone(), to: Vec::new(), data: Vec::new() });
+        server.with_name("plugd-test").with_ssl(mailin_embedded::SslConfig::None).unwrap().with_tcp_listener(listener);
+        std::thread::spawn(move || {
+            let _ = server.serve();
+        });
+        SmtpServer { port, messages }
+    }
+}
+
+/// An HTTP receiver that fails `failures` times with 503, then answers 200; it records headers and bodies.
+struct Receiver {
+    url: String,
+    requests: Requests,
+}
+
+impl Receiver {
+    fn start(failures: usize) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let requests: Requests = Arc::default();
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                let (mut head, mut length, mut line) = (String::new(), 0, String::new());
+                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    head.push_str(&line);
+                    line.clear();
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let count = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push((head, String::from_utf8(body).unwrap()));
+                    seen.len()
+                };
+                let status = if count <= failures { "503 Busy" } else { "200 OK" };
+                let _ = writer.write_all(
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").as_bytes(),
+                );
+            }
+        });
+        Receiver { url, requests }
+    }
+}
+
+fn hooks(dir: &Path, args: &[&str]) -> crate::util::Finished {
+    let config = dir.join("plugd-hooks.yaml");
+    let mut all = vec!["hooks"];
+    all.extend_from_slice(args);
+    all.extend(["--config", config.to_str().unwrap()]);
+    Plugd::new(&all).env("HOOK_SECRET", "s3cret").run()
+}
+
+fn amqp_url() -> Option<String> {
+    let url = std::env::var("PLUGD_TEST_AMQP_URL").ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!(
+            "skipped the AMQP part: set PLUGD_TEST_AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5672/%2f); .ci/run does"
+        );
+    }
+    url
+}
+
+/// Declares a server-named queue and returns a function that fetches one message from it.
+fn amqp_queue(url: &str) -> (String, impl FnOnce() -> (Value, Option<String>)) {
+    use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (channel, name) = runtime.block_on(async {
+        let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+        let queue = channel.queue_declare("".into(), options, Default::default()).await.unwrap();
+        std::mem::forget(connection);
+        (channel, queue.name().to_string())
+    });
+    let queue = name.clone();
+    let fetch = move || {
+        runtime.block_on(async {
+            let message = channel
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+                .expect("a message");
+            let content_type = message.delivery.properties.content_type().as_ref().map(|c| c.to_string());
+            (serde_json::from_slice(&message.delivery.data).unwrap(), content_type)
+        })
+    };
+    (name, fetch)
+}
+
+#[test]
+fn all_four_kinds_across_the_three_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(2);
+    let smtp = SmtpServer::start();
+    let rules = dir.path().join("recipients.yaml");
+    std::fs::write(&rules, "rules:\n- filters: {name: [foo, bar]}\n  recipients: [foo-team@example.com]\n- recipients: [releases@example.com]\n").unwrap();
+    let amqp = amqp_url().map(|url| (url.clone(), amqp_queue(&url)));
+    let amqp_step = match &amqp {
+        Some((url, (queue, _))) => format!(
+            "    - name: announce\n      uses: amqp\n      with:\n        url: {url:?}\n        routing_key: {queue}\n        delivery_mode: 2\n        message_attributes: {{source: plugd}}\n        package: {{name: \"{{{{ package.name }}}}\", version: \"{{{{ package.version }}}}\", uri: \"{{{{ package.uri }}}}\", user: ci}}\n"
+        ),
+        None => String::new(),
+    };
+    let file = format!(
+        r#"defaults: {{cancel_on_error: true, stop_on_error: true}}
+stages:
+  pre_build:
+    - name: lint
+      uses: command
+      with: {{command: sh, args: ["-c", "echo linted {{{{ package.qualified_name }}}}"]}}
+  pre_release:
+    - name: tests pass
+      id: tests
+      uses: command
+      with: {{command: "true"}}
+    - name: ask the deploy service
+      uses: webhook
+      with:
+        url: {url}
+        secret_env: HOOK_SECRET
+        body: {{package: "{{{{ package.qualified_name }}}}", tests: "{{{{ steps.tests.state }}}}"}}
+        retries: 3
+  post_release:
+    - name: mail the team
+      uses: email
+      with:
+        host: 127.0.0.1
+        port: {port}
+        tls: none
+        sender: plugd@example.com
+        recipients_file: {rules}
+        package: {{name: "{{{{ package.name }}}}"}}
+        subject: "{{{{ package.qualified_name }}}} released"
+        body: "{{{{ release.message }}}}"
+{amqp_step}"#,
+        url = receiver.url,
+        port = smtp.port,
+        rules = rules.display(),
+    );
+    std::fs::write(dir.path().join("plugd-hooks.yaml"), file).unwrap();
+    let set = ["--set", "package.name=foo", "--set", "package.version=1.2.0", "--set", "release.message=Faster builds"];
+    let mut args = vec!["run", "pre_build"];
+    args.extend(set);
+    let out = hooks(dir.path(), &args).assert_code(0);
+    assert!(out.stderr.contains("linted foo-1.2.0"), "{}", out.stderr);
+
+    args[1] = "pre_release";
+    let out = hooks(dir.path(), &args).assert_code(0);
+    assert!(out.stdout.contains("ask the deploy service  webhook@1.0.0  SUCCESS"), "{}", out.stdout);
+    let requests = receiver.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 3, "failed twice, then accepted");
+    let expected_body = r#"{"package":"foo-1.2.0","tests":"SUCCESS"}"#;
+    for (head, body) in &requests {
+        assert_eq!(body, expected_body);
+        let signature = format!("x-plugd-signature: {}", plugd::plugins::webhook::signature("s3cret", body.as_bytes()));
+        assert!(head.to_ascii_lowercase().contains(&signature), "{head}");
+    }
+    assert!(!out.stdout.contains("s3cret") && !out.stderr.contains("s3cret"));
+
+    args[1] = "post_release";
+    let out = hooks(dir.path(), &args).assert_code(0);
+    let messages = smtp.messages.lock().unwrap().clone();
+    assert_eq!(messages.len(), 1);
+    let (recipients, data) = &messages[0];
+    assert_eq!(recipients, &["foo-team@example.com", "releases@example.com"]);
+    assert!(data.contains("Subject: foo-1.2.0 released"), "{data}");
+    assert!(data.contains("From: plugd@example.com"), "{data}");
+    assert!(data.contains("Faster builds"), "{data}");
+    if let Some((_, (_, fetch))) = amqp {
+        let (message, content_type) = fetch();
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        assert_eq!(
+            message,
+            json!({
+                "package": {"name": "foo", "version": "1.2.0", "qualified_name": "foo-1.2.0", "uri": "", "user": "ci"},
+                "variants": [],
+                "source": "plugd",
+            })
+        );
+        assert!(out.stdout.contains("announce"), "{}", out.stdout);
+    }
+}
+
+fn write_file(dir: &Path, text: &str) {
+    std::fs::write(dir.join("plugd-hooks.yaml"), text).unwrap();
+}
+
+#[test]
+fn cancel_stop_and_post_release_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(
+        dir.path(),
+        r#"stages:
+  pre_release:
+    - name: tests
+      uses: command
+      with: {command: sh, args: ["-c", "echo 3 tests failed; exit 1"]}
+    - name: never
+      uses: command
+      with: {command: "true"}
+  pre_build:
+    - name: optional check
+      uses: command
+      with: {command: "false"}
+      cancel_on_error: false
+    - name: after it
+      uses: command
+      with: {command: "true"}
+  post_release:
+    - name: flaky notify
+      uses: command
+      with: {command: "false"}
+      stop_on_error: false
+    - name: still runs
+      uses: command
+      with: {command: sh, args: ["-c", "echo still ran"]}
+"#,
+    );
+    let out = hooks(dir.path(), &["run", "pre_release"]).assert_code(3);
+    assert!(
+        out.stderr.ends_with("error: release cancelled by hook tests: plugin execute failed: command failed (exit code 1):\n3 tests failed\n"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("never  command@1.0.0  SKIPPED  -"), "{}", out.stdout);
+
+    let out = hooks(dir.path(), &["run", "pre_build"]).assert_code(1);
+    assert!(
+        out.stdout.contains("after it        command@1.0.0  SKIPPED"),
+        "stop_on_error skips the rest: {}",
+        out.stdout
+    );
+    assert!(!out.stderr.contains("cancelled"), "{}", out.stderr);
+
+    let out = hooks(dir.path(), &["run", "post_release"]).assert_code(1);
+    assert!(out.stderr.contains("still ran"), "{}", out.stderr);
+    assert!(out.stdout.contains("still runs    command@1.0.0  SUCCESS"), "{}", out.stdout);
+
+    let out = hooks(dir.path(), &["run", "pre_build", "--dry-run", "--set", "package.name=x"]).assert_code(0);
+    assert!(
+        out.stdout.contains("optional check (uses command; cancel_on_error=false stop_on_error=true)"),
+        "{}",
+        out.stdout
+    );
+    let out = hooks(dir.path(), &["run", "deploy"]).assert_code(2);
+    assert_eq!(out.stderr, "error: unknown stage \"deploy\"; expected one of pre_build, pre_release, post_release\n");
+    let out = hooks(dir.path(), &["run", "pre_build", "--set", "name=x"]).assert_code(2);
+    assert_eq!(out.stderr, "error: invalid --set \"name\": expected package.<key> or release.<key>\n");
+}
+
+#[test]
+fn bad_configs_name_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plugd-hooks.yaml");
+    let cases = [
+        ("stages:\n  pre_release:\n    - name: a\n      uses: nope\n", "4: step \"a\": unknown plugin \"nope\"; available plugins: amqp, approval, command, countdown, email, gitlab-pipeline, hello, webhook"),
+        ("stages:\n  pre_release:\n    - name: a\n      uses: command\n      with: {command: \"{{ package.name \"}\n", "5: step \"a\": input \"command\": bad template: "),
+        ("stages:\n  post_release:\n    - name: ok\n      uses: command\n      with: {command: \"true\"}\n    - name: b\n      uses: webhook\n      with: {method: POST}\n", "8: step \"b\": missing required input \"url\" for plugin webhook@1.0.0"),
+        ("stages:\n  pre_release:\n    - name: a\n      uses: command\n      with: {comand: ls}\n", "5: step \"a\": unknown input \"comand\" for plugin command@1.0.0; accepted: command, args, env, cwd, timeout, print_output"),
+        ("stages:\n  deploy: []\n", "2: unknown stage \"deploy\"; expected one of pre_build, pre_release, post_release"),
+        ("stages:\n  pre_release:\n    - name: a\n      use: command\n", "4: stages.pre_release[0]: unknown field `use`"),
+    ];
+    for (text, expected) in cases {
+        write_file(dir.path(), text);
+        let out = hooks(dir.path(), &["check"]).assert_code(2);
+        let prefix = format!("error: {}:{expected}", file.display());
+        assert!(out.stderr.starts_with(&prefix), "expected {prefix:?}\n     got {:?}", out.stderr);
+    }
+}
+
+#[test]
+fn amqp_publishes_the_release_message_with_confirms() {
+    let Some(url) = amqp_url() else { return };
+    let (queue, fetch) = amqp_queue(&url);
+    let package = r#"{"name": "bar", "version": "2.0.0", "uri": "/packages/bar/2.0.0/package.py"}"#;
+    let out = Plugd::new(&["run", "amqp", "--url", &url, "--routing-key", &queue, "--package", package, "--json"])
+        .run()
+        .assert_code(0);
+    assert_eq!(out.json()["outputs"]["routing_key"], queue.as_str());
+    let (message, _) = fetch();
+    assert_eq!(message["package"]["qualified_name"], "bar-2.0.0");
+    assert_eq!(message["package"]["uri"], "/packages/bar/2.0.0/package.py");
+    let bad = Plugd::new(&[
+        "run",
+        "amqp",
+        "--url",
+        "amqp://guest:hunter2@127.0.0.1:1/%2f",
+        "--package",
+        package,
+        "--timeout",
+        "5",
+        "--json",
+    ])
+    .run()
+    .assert_code(1);
+    let err = bad.json()["err"].as_str().unwrap().to_owned();
+    assert!(
+        err.starts_with("plugin execute failed: cannot publish to amqp://guest:<redacted>@127.0.0.1:1/%2f: "),
+        "{err}"
+    );
+    assert!(!bad.stdout.contains("hunter2") && !bad.stderr.contains("hunter2"));
+}

@@ -1,0 +1,34 @@
+//! Command-line tests: each runs the real `plugd` binary and checks its output and exit code.
+
+/// The `Plugd` command builder and a raw HTTP client for callbacks.
+mod util;
+
+/// `plugd run`: success, versions, input sources, polls and timeouts.
+mod run;
+
+/// `plugd run` of the approval plugin: callbacks posted over HTTP.
+mod callback;
+
+/// Usage and validation errors, with their exact messages and exit code 2.
+mod usage;
+
+/// `plugd list`, `plugd describe` and debug logging.
+mod describe;
+
+/// `plugd serve` as a process: restarts, `kill -9`, finish callbacks, bad configuration.
+mod serve;
+
+/// Plugins in any language: plugin.yaml, qciplugin.yml, `plugd new`, safety limits.
+mod process;
+
+/// The local registry: `plugd install`, `uninstall`, hostile archives.
+mod install;
+
+/// `plugd new --lang rust`: the generated project compiles, tests, runs and serves (slow, gated).
+mod scaffold;
+
+/// Release hooks with the command, webhook, email and AMQP plugins against real servers.
+mod hooks;
+
+/// GitLab batch CI against a fake GitLab built from the API contract.
+mod gitlab;

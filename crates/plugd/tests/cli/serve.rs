@@ -1,0 +1,323 @@
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::util::{stderr_lines, try_request, Plugd, Running};
+
+/// A `plugd serve` process on a random port.
+pub(crate) struct Server {
+    /// None for a copy that only sends requests.
+    child: Option<Running>,
+    pub(crate) base: String,
+}
+
+impl Server {
+    pub(crate) fn start(db: &Path, extra: &[&str]) -> Server {
+        Server::start_env(db, extra, &[])
+    }
+
+    /// The same, with extra environment variables.
+    pub(crate) fn start_env(db: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut args = vec!["--default-plugin", "hello"];
+        args.extend_from_slice(extra);
+        Server::start_binary_env(Path::new(env!("CARGO_BIN_EXE_plugd")), db, &args, env)
+    }
+
+    /// `<binary> serve` on a random port: `plugd`, or a plugin project's own binary.
+    pub(crate) fn start_binary(binary: &Path, db: &Path, extra: &[&str]) -> Server {
+        Server::start_binary_env(binary, db, extra, &[])
+    }
+
+    fn start_binary_env(binary: &Path, db: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let db = format!("sqlite://{}", db.display());
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--db", db.as_str()];
+        args.extend_from_slice(extra);
+        let mut plugd = Plugd::with_binary(binary, &args);
+        for (key, value) in env {
+            plugd = plugd.env(key, value);
+        }
+        let mut child = Running::new(plugd.spawn());
+        let lines = stderr_lines(child.child());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let base = loop {
+            let line =
+                lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("plugd serve starts");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split(' ').next().unwrap_or_default().to_owned();
+            }
+        };
+        Server { child: Some(child), base }
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Value {
+        let (_, body) = try_request("GET", &format!("{}{path}", self.base), "").expect("the server answers");
+        serde_json::from_str(&body).unwrap_or(Value::String(body))
+    }
+
+    pub(crate) fn invoke(&self, plugin: &str, version: &str, inputs: Value, context: Value) -> Option<Value> {
+        let body = json!({"inputs": inputs, "context": context}).to_string();
+        let url = format!("{}/plugins/{plugin}/bk_plugin/invoke/{version}", self.base);
+        let (status, body) = try_request("POST", &url, &body)?;
+        (status == 200).then(|| serde_json::from_str(&body).unwrap())
+    }
+
+    pub(crate) fn wait_final(&self, plugin: &str, trace_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let schedule = self.get(&format!("/plugins/{plugin}/bk_plugin/schedule/{trace_id}"));
+            if matches!(schedule["data"]["state"].as_u64(), Some(4 | 5)) {
+                return schedule["data"].clone();
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("{plugin} {trace_id} did not finish");
+    }
+
+    pub(crate) fn kill_9(mut self) {
+        let mut child = self.child.take().unwrap().release();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn terminate(mut self) -> i32 {
+        let mut child = self.child.take().unwrap().release();
+        let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        child.wait().unwrap().code().unwrap_or(-1)
+    }
+}
+
+pub(crate) fn database() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugd.db");
+    (dir, path)
+}
+
+#[test]
+fn a_poll_completes_across_a_graceful_restart() {
+    let (_dir, db) = database();
+    let server = Server::start(&db, &[]);
+    let started = server.invoke("countdown", "1.0.0", json!({"from": 2, "interval_ms": 1500}), json!({})).unwrap();
+    assert_eq!(started["data"]["state"], 2);
+    let trace_id = started["trace_id"].as_str().unwrap().to_owned();
+    assert_eq!(server.terminate(), 0, "SIGTERM is a clean stop");
+    let server = Server::start(&db, &[]);
+    let done = server.wait_final("countdown", &trace_id);
+    assert_eq!((done["state"].clone(), done["outputs"].clone()), (json!(4), json!({"polls": 2})));
+}
+
+#[test]
+fn kill_9_during_a_burst_loses_no_accepted_invocation() {
+    let (_dir, db) = database();
+    let server = Server::start(&db, &[]);
+    let base = server.base.clone();
+    let accepted: Arc<Mutex<Vec<(String, String, Value)>>> = Arc::default();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = (0..8)
+        .map(|worker| {
+            let (accepted, sent, base) = (accepted.clone(), sent.clone(), base.clone());
+            std::thread::spawn(move || {
+                let server = Server { child: None, base };
+                for i in 0.. {
+                    let (plugin, version, inputs) = match (worker + i) % 3 {
+                        0 => ("countdown", "1.0.0", json!({"from": i % 4, "interval_ms": 100})),
+                        1 => ("hello", "2.0.0", json!({"name": format!("n{i}"), "times": 2})),
+                        _ => ("approval", "1.0.0", json!({})),
+                    };
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    let Some(response) = server.invoke(plugin, version, inputs.clone(), json!({})) else {
+                        return; // The server is gone.
+                    };
+                    let trace_id = response["trace_id"].as_str().unwrap().to_owned();
+                    let mut accepted = accepted.lock().unwrap();
+                    accepted.push((plugin.to_owned(), trace_id, json!({"inputs": inputs, "response": response})));
+                }
+            })
+        })
+        .collect();
+    while sent.load(Ordering::Relaxed) < 300 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.kill_9();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    let accepted = std::mem::take(&mut *accepted.lock().unwrap());
+    assert!(accepted.len() >= 250, "only {} accepted", accepted.len());
+
+    let server = Server::start(&db, &[]);
+    for (plugin, _, sent) in &accepted {
+        if plugin == "approval" {
+            // The signing secret survived the crash: URLs handed out before it still work.
+            let url = sent["response"]["data"]["outputs"]["callback_url"].as_str().unwrap();
+            let path = url.split_once("/bk_plugin/").unwrap().1;
+            let (status, body) =
+                try_request("POST", &format!("{}/bk_plugin/{path}", server.base), r#"{"approved": true}"#).unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    for (plugin, trace_id, sent) in &accepted {
+        let done = server.wait_final(plugin, trace_id);
+        assert_eq!(done["state"], 4, "{plugin} {trace_id}: {done}");
+        match plugin.as_str() {
+            "countdown" => assert_eq!(done["outputs"]["polls"], sent["inputs"]["from"], "{done}"),
+            "hello" => assert_eq!(done["outputs"]["messages"].as_array().unwrap().len(), 2),
+            _ => assert_eq!(done["outputs"]["approved"], true),
+        }
+    }
+}
+
+/// An HTTP receiver on 127.0.0.1 that answers 500 to the first `failures` requests, then succeeds.
+struct Receiver {
+    url: String,
+    bodies: Arc<Mutex<Vec<(String, String)>>>,
+    failures: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    fn start(failures: usize) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/node/callback?token=abc", listener.local_addr().unwrap());
+        let bodies: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let failures = Arc::new(AtomicUsize::new(failures));
+        let (seen, left) = (bodies.clone(), failures.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let (mut head, mut length) = (String::new(), 0);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                seen.lock().unwrap().push((head, String::from_utf8(body).unwrap()));
+                let fail = left.load(Ordering::SeqCst) > 0;
+                if fail {
+                    left.fetch_sub(1, Ordering::SeqCst);
+                }
+                // Alternate the two ways to fail: an HTTP error, and a 200 that says `"result": false`.
+                let reply = match (fail, left.load(Ordering::SeqCst) % 2) {
+                    (false, _) => (200, r#"{"result": true}"#),
+                    (true, 0) => (200, r#"{"result": false, "message": "not yet"}"#),
+                    (true, _) => (500, r#"{"result": false}"#),
+                };
+                let response = format!(
+                    "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                    reply.0,
+                    reply.1.len(),
+                    reply.1
+                );
+                let _ = stream.write_all(response.as_bytes());
+            }
+        });
+        Receiver { url, bodies, failures }
+    }
+
+    fn wait_for(&self, requests: usize) -> Vec<(String, String)> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let bodies = self.bodies.lock().unwrap().clone();
+            if bodies.len() >= requests {
+                return bodies;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the receiver got {:?}", self.bodies.lock().unwrap());
+    }
+}
+
+fn context(receiver: &Receiver) -> Value {
+    json!({"plugin_callback_info": {"url": receiver.url, "data": {"node": "n1", "k": 1}}})
+}
+
+#[test]
+fn finish_callbacks_retry_until_delivered() {
+    let receiver = Receiver::start(2);
+    let (_dir, db) = database();
+    let server = Server::start(&db, &["--finish-callback-backoff", "100ms"]);
+    let started =
+        server.invoke("countdown", "1.0.0", json!({"from": 1, "interval_ms": 10}), context(&receiver)).unwrap();
+    server.wait_final("countdown", started["trace_id"].as_str().unwrap());
+    let requests = receiver.wait_for(3);
+    for (head, body) in &requests {
+        assert!(head.starts_with("POST /node/callback?token=abc HTTP/1.1"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+        assert_eq!(serde_json::from_str::<Value>(body).unwrap(), json!({"node": "n1", "k": 1}));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(receiver.bodies.lock().unwrap().len(), 3, "delivered once it succeeded");
+
+    // A synchronous end sends none, as in the Python framework.
+    let sync = server.invoke("countdown", "1.0.0", json!({"from": 0}), context(&receiver)).unwrap();
+    assert_eq!(sync["data"]["state"], 4);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(receiver.bodies.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn finish_callbacks_resume_after_a_crash() {
+    let receiver = Receiver::start(usize::MAX);
+    let (_dir, db) = database();
+    let server = Server::start(&db, &["--finish-callback-backoff", "200ms", "--finish-callback-attempts", "50"]);
+    let started =
+        server.invoke("countdown", "1.0.0", json!({"from": 1, "interval_ms": 10}), context(&receiver)).unwrap();
+    let trace_id = started["trace_id"].as_str().unwrap().to_owned();
+    receiver.wait_for(1);
+    server.kill_9();
+    receiver.failures.store(0, Ordering::SeqCst);
+    let seen = receiver.bodies.lock().unwrap().len();
+    let server = Server::start(&db, &["--finish-callback-backoff", "200ms"]);
+    receiver.wait_for(seen + 1);
+    let metrics = server.get("/metrics");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut metrics = metrics.as_str().unwrap().to_owned();
+    while !metrics.contains("plugd_outbox_backlog 0") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        metrics = server.get("/metrics").as_str().unwrap().to_owned();
+    }
+    assert!(metrics.contains("plugd_outbox_backlog 0"), "{metrics}");
+    assert_eq!(server.get(&format!("/plugins/countdown/bk_plugin/schedule/{trace_id}"))["data"]["state"], 4);
+}
+
+#[test]
+fn bad_serve_configuration_is_a_usage_error() {
+    let (dir, db) = database();
+    let db_url = format!("sqlite://{}", db.display());
+    let out = Plugd::new(&["serve", "--db", &db_url, "--default-plugin", "nope"]).run().assert_code(2);
+    assert!(
+        out.stderr.ends_with(
+            "error: --default-plugin \"nope\" is not served; available plugins: amqp, approval, command, countdown, email, gitlab-pipeline, hello, webhook\n"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = Plugd::new(&["serve", "--db", &db_url, "--listen", "0.0.0.0:0"]).run().assert_code(2);
+    assert!(out.stderr.contains("requires authentication"), "{}", out.stderr);
+    let scope = dir.path().join("scope.json");
+    std::fs::write(&scope, "{\"hello\": {\"bk_sops\": {\"type\": \"project\", \"value\": [1]}}}").unwrap();
+    let out = Plugd::new(&["serve", "--db", &db_url, "--allow-scope", scope.to_str().unwrap()]).run().assert_code(2);
+    assert!(out.stderr.ends_with("/hello/bk_sops/value: expected an array of strings\n"), "{}", out.stderr);
+    std::fs::write(&scope, "{\"hello\": \n oops}").unwrap();
+    let out = Plugd::new(&["serve", "--db", &db_url, "--allow-scope", scope.to_str().unwrap()]).run().assert_code(2);
+    assert!(out.stderr.contains(": line 2 column 2: "), "{}", out.stderr);
+    let out = Plugd::new(&["serve", "--db", &db_url])
+        .env("PLUGD_AUTH_TOKENS", "ci:tok,secret-without-app")
+        .run()
+        .assert_code(2);
+    assert_eq!(out.stderr, "error: PLUGD_AUTH_TOKENS: entry 2 is not APP:TOKEN\n");
+    let out = Plugd::new(&["serve", "--db", "/nonexistent/dir/plugd.db"]).run().assert_code(1);
+    assert!(out.stderr.contains("cannot open the database /nonexistent/dir/plugd.db"), "{}", out.stderr);
+}

@@ -1,0 +1,155 @@
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+
+/// A `plugd` invocation under test.
+#[must_use]
+pub(crate) struct Plugd {
+    command: Command,
+    stdin: Option<String>,
+}
+
+/// What a finished `plugd` printed, and its exit code.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl Finished {
+    /// The stdout parsed as one JSON value.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    #[track_caller]
+    pub(crate) fn assert_code(self, code: i32) -> Finished {
+        assert_eq!(self.code, code, "unexpected exit code: {self:#?}");
+        self
+    }
+}
+
+impl From<Output> for Finished {
+    fn from(output: Output) -> Finished {
+        Finished {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Plugd {
+    pub(crate) fn new(args: &[&str]) -> Plugd {
+        Plugd::with_binary(std::path::Path::new(env!("CARGO_BIN_EXE_plugd")), args)
+    }
+
+    /// The same, for another binary built on `plugd::main`.
+    pub(crate) fn with_binary(binary: &std::path::Path, args: &[&str]) -> Plugd {
+        let mut command = Command::new(binary);
+        command.args(args).env_remove("PLUGD_DEBUG").env_remove("PLUGD_LOG");
+        // No installed plugins unless a test installs some.
+        command.env("PLUGD_HOME", std::env::temp_dir().join("plugd-tests-empty-home"));
+        Plugd { command, stdin: None }
+    }
+
+    pub(crate) fn env(mut self, key: &str, value: &str) -> Plugd {
+        self.command.env(key, value);
+        self
+    }
+
+    pub(crate) fn env_remove(mut self, key: &str) -> Plugd {
+        self.command.env_remove(key);
+        self
+    }
+
+    pub(crate) fn stdin(mut self, text: &str) -> Plugd {
+        self.stdin = Some(text.to_owned());
+        self
+    }
+
+    pub(crate) fn run(mut self) -> Finished {
+        self.command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.command.spawn().expect("plugd starts");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        if let Some(text) = self.stdin {
+            stdin.write_all(text.as_bytes()).expect("write stdin");
+        }
+        drop(stdin);
+        child.wait_with_output().expect("plugd finishes").into()
+    }
+
+    /// Starts plugd with piped stdout and stderr, for tests that talk to it while it runs.
+    pub(crate) fn spawn(mut self) -> Child {
+        self.command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.command.spawn().expect("plugd starts")
+    }
+}
+
+/// Sends one HTTP/1.1 POST over a fresh connection; returns the status code and body.
+pub(crate) fn post(url: &str, body: &str) -> (u16, String) {
+    try_request("POST", url, body).unwrap_or_else(|| panic!("POST {url} got no answer"))
+}
+
+/// Sends one HTTP/1.1 request; `None` if the server could not be reached.
+pub(crate) fn try_request(method: &str, url: &str, body: &str) -> Option<(u16, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = TcpStream::connect(host).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).ok()?;
+    let request = format!(
+        "{method} /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// A running plugd, killed if a test ends (or fails) before it does.
+pub(crate) struct Running(Option<Child>);
+
+impl Running {
+    /// Starts watching `child`.
+    pub(crate) fn new(child: Child) -> Running {
+        Running(Some(child))
+    }
+
+    /// The child, still running.
+    pub(crate) fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("the child is still held")
+    }
+
+    /// The child, no longer killed on drop.
+    pub(crate) fn release(mut self) -> Child {
+        self.0.take().expect("the child is still held")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Each line of the child's standard error, as it comes. The pipe is read to its end even when
+/// nobody listens any more, so that the child never blocks (or dies) writing to it.
+pub(crate) fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("standard error is piped");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    lines
+}
