@@ -15,6 +15,7 @@ use crate::state::{now_ms, AppState};
 const BATCH: usize = 32;
 const CONCURRENT_DELIVERIES: usize = 16;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
     let timeout = state.config.finish_callback_timeout;
@@ -31,8 +32,10 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
         }
     };
     let slots = Arc::new(Semaphore::new(CONCURRENT_DELIVERIES));
-    // A claimed delivery stays hidden this long: longer than one attempt can take.
-    let lease = timeout + Duration::from_secs(30);
+    // A claimed delivery stays hidden this long: longer than one attempt can take (the request is
+    // bounded by `timeout`; recording its outcome is one write). After a crash mid-attempt the
+    // delivery is retried once this runs out, so the margin is kept short.
+    let lease = timeout + LEASE_MARGIN;
     loop {
         // Claim only what can be sent now: a claimed item's lease runs from the claim.
         let first = tokio::select! {

@@ -1,7 +1,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -173,10 +173,12 @@ fn kill_9_during_a_burst_loses_no_accepted_invocation() {
 }
 
 /// An HTTP receiver on 127.0.0.1 that answers 500 to the first `failures` requests, then succeeds.
+/// While `stalled`, it keeps each request unanswered for 3 s after recording it.
 struct Receiver {
     url: String,
     bodies: Arc<Mutex<Vec<(String, String)>>>,
     failures: Arc<AtomicUsize>,
+    stalled: Arc<AtomicBool>,
 }
 
 impl Receiver {
@@ -185,7 +187,8 @@ impl Receiver {
         let url = format!("http://{}/node/callback?token=abc", listener.local_addr().unwrap());
         let bodies: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
         let failures = Arc::new(AtomicUsize::new(failures));
-        let (seen, left) = (bodies.clone(), failures.clone());
+        let stalled = Arc::new(AtomicBool::new(false));
+        let (seen, left, stall) = (bodies.clone(), failures.clone(), stalled.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
@@ -204,6 +207,9 @@ impl Receiver {
                 let mut body = vec![0; length];
                 reader.read_exact(&mut body).unwrap();
                 seen.lock().unwrap().push((head, String::from_utf8(body).unwrap()));
+                if stall.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_secs(3));
+                }
                 let fail = left.load(Ordering::SeqCst) > 0;
                 if fail {
                     left.fetch_sub(1, Ordering::SeqCst);
@@ -223,7 +229,7 @@ impl Receiver {
                 let _ = stream.write_all(response.as_bytes());
             }
         });
-        Receiver { url, bodies, failures }
+        Receiver { url, bodies, failures, stalled }
     }
 
     fn wait_for(&self, requests: usize) -> Vec<(String, String)> {
@@ -270,13 +276,20 @@ fn finish_callbacks_retry_until_delivered() {
 #[test]
 fn finish_callbacks_resume_after_a_crash() {
     let receiver = Receiver::start(usize::MAX);
+    // The kill lands while an attempt is in flight (the receiver has the request, the server has not
+    // recorded its outcome): that delivery is retried once its lease (timeout + 5 s) runs out.
+    receiver.stalled.store(true, Ordering::SeqCst);
     let (_dir, db) = database();
-    let server = Server::start(&db, &["--finish-callback-backoff", "200ms", "--finish-callback-attempts", "50"]);
+    let server = Server::start(
+        &db,
+        &["--finish-callback-backoff", "200ms", "--finish-callback-attempts", "50", "--finish-callback-timeout", "2s"],
+    );
     let started =
         server.invoke("countdown", "1.0.0", json!({"from": 1, "interval_ms": 10}), context(&receiver)).unwrap();
     let trace_id = started["trace_id"].as_str().unwrap().to_owned();
     receiver.wait_for(1);
     server.kill_9();
+    receiver.stalled.store(false, Ordering::SeqCst);
     receiver.failures.store(0, Ordering::SeqCst);
     let seen = receiver.bodies.lock().unwrap().len();
     let server = Server::start(&db, &["--finish-callback-backoff", "200ms"]);
