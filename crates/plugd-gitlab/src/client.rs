@@ -172,6 +172,9 @@ impl Client {
             .timeout(policy.request_timeout)
             .connect_timeout(policy.request_timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("plugd-gitlab/", env!("CARGO_PKG_VERSION")))
+            // The token travels in `PRIVATE-TOKEN`, which reqwest would carry across a redirect to
+            // another host: follow none, and say where GitLab pointed instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| GitlabError::new(format!("cannot build the HTTP client: {e}")))
     }
@@ -206,9 +209,13 @@ impl Client {
                 Ok(response) => {
                     let status = response.status();
                     let wait = rate_limit_wait(&response);
+                    let redirect = redirect_note(&response);
                     let text = response.text().await.unwrap_or_default();
                     let kind = if status == StatusCode::NOT_FOUND { ErrorKind::NotFound } else { ErrorKind::Other };
-                    let message = format!("{method} {}: HTTP {status}: {}", self.path(url), error_message(&text));
+                    let message = match redirect {
+                        Some(note) => format!("{method} {}: HTTP {status}: {note}", self.path(url)),
+                        None => format!("{method} {}: HTTP {status}: {}", self.path(url), error_message(&text)),
+                    };
                     let error = GitlabError { message, kind };
                     match status {
                         // Rate limits are refused requests: safe to send again, whatever the method.
@@ -270,14 +277,18 @@ impl Client {
                 response.json().await.map_err(|e| GitlabError::new(format!("{path}: unexpected reply: {e}")))?;
             items.extend(page);
             match next {
-                // The token goes only to this GitLab, whatever a Link header says.
-                Some(next) if next.starts_with(&self.api) => url = next,
-                Some(next) => {
-                    let shown = next.split('?').next().unwrap_or_default().to_owned();
-                    return Err(GitlabError::new(format!(
-                        "{path}: refusing to follow a next page outside the API: {shown}"
-                    )));
-                }
+                // The token goes only to this GitLab, whatever a Link header says: the link's path
+                // and query are followed on the configured URL (GitLab behind a proxy may name
+                // another host or scheme in its links).
+                Some(next) => match next.find("/api/v4/") {
+                    Some(at) => url = format!("{}{}", self.api, &next[at + "/api/v4".len()..]),
+                    None => {
+                        let shown = next.split('?').next().unwrap_or_default().to_owned();
+                        return Err(GitlabError::new(format!(
+                            "{path}: refusing to follow a next page outside the API: {shown}"
+                        )));
+                    }
+                },
                 None => return Ok(items),
             }
         }
@@ -314,24 +325,26 @@ impl Client {
         response.text().await.map_err(|e| GitlabError::new(format!("job {job} trace: {e}")))
     }
 
-    /// Protects `branch` (maintainers push and merge): creates the rule, or updates it when it exists.
-    /// Returns whether it was already protected.
-    pub async fn protect(&self, project: &str, branch: &str) -> Result<bool, GitlabError> {
+    /// Protects `branch` so that only maintainers push and merge, with no force push. A rule that
+    /// already says so is left alone; a rule that says otherwise is replaced (deleted, then created
+    /// again: `PATCH` cannot set access levels on every GitLab tier).
+    pub async fn protect(&self, project: &str, branch: &str) -> Result<Protection, GitlabError> {
         let base = format!("/projects/{}/protected_branches", encode(project));
-        let exists = self.is_protected(project, branch).await?;
-        if exists {
-            let body = json!({"allow_force_push": false, "push_access_level": 40, "merge_access_level": 40});
-            let _: Value = self.json(Method::PATCH, &format!("{base}/{}", encode(branch)), Some(&body)).await?;
-        } else {
-            let body = json!({"name": branch, "push_access_level": 40, "merge_access_level": 40});
-            let _: Value = self.json(Method::POST, &base, Some(&body)).await?;
+        let existing = self.protected_branch(project, branch).await?;
+        if let Some(rule) = &existing {
+            if is_maintainers_only(rule) {
+                return Ok(Protection::Unchanged);
+            }
+            self.send(Method::DELETE, &format!("{}{base}/{}", self.api, encode(branch)), None).await?;
         }
-        Ok(exists)
+        let body = json!({"name": branch, "push_access_level": 40, "merge_access_level": 40, "allow_force_push": false});
+        let _: Value = self.json(Method::POST, &base, Some(&body)).await?;
+        Ok(if existing.is_some() { Protection::Replaced } else { Protection::Created })
     }
 
     /// Unprotects `branch`; returns whether it was protected.
     pub async fn unprotect(&self, project: &str, branch: &str) -> Result<bool, GitlabError> {
-        if !self.is_protected(project, branch).await? {
+        if self.protected_branch(project, branch).await?.is_none() {
             return Ok(false);
         }
         let url = format!("{}/projects/{}/protected_branches/{}", self.api, encode(project), encode(branch));
@@ -339,14 +352,48 @@ impl Client {
         Ok(true)
     }
 
-    async fn is_protected(&self, project: &str, branch: &str) -> Result<bool, GitlabError> {
-        let url = format!("{}/projects/{}/protected_branches/{}", self.api, encode(project), encode(branch));
-        match self.send(Method::GET, &url, None).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
+    /// The protection rule of `branch`, `None` when it is not protected.
+    async fn protected_branch(&self, project: &str, branch: &str) -> Result<Option<Value>, GitlabError> {
+        let path = format!("/projects/{}/protected_branches/{}", encode(project), encode(branch));
+        match self.json(Method::GET, &path, None).await {
+            Ok(rule) => Ok(Some(rule)),
+            Err(e) if e.is_not_found() => {
+                // An unknown project (or one the token cannot see) is a 404 too: tell them apart.
+                let _: Value = self.json(Method::GET, &format!("/projects/{}", encode(project)), None).await?;
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
+}
+
+/// What [`Client::protect`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protection {
+    /// The branch was not protected; now it is.
+    Created,
+    /// The branch was already protected as asked: nothing changed.
+    Unchanged,
+    /// The branch was protected with other access levels; the rule was replaced.
+    Replaced,
+}
+
+/// Whether a protection rule lets only maintainers push and merge, without force pushes.
+fn is_maintainers_only(rule: &Value) -> bool {
+    let levels = |key: &str| rule[key].as_array().map(|l| l.iter().map(|a| a["access_level"].as_u64()).collect());
+    levels("push_access_levels") == Some(vec![Some(40)])
+        && levels("merge_access_levels") == Some(vec![Some(40)])
+        && rule["allow_force_push"] != Value::Bool(true)
+}
+
+/// For a redirect, where it points (without its query) and what to do about it.
+fn redirect_note(response: &Response) -> Option<String> {
+    if !response.status().is_redirection() {
+        return None;
+    }
+    let location = response.headers().get(reqwest::header::LOCATION)?.to_str().ok()?;
+    let shown = location.split('?').next().unwrap_or_default();
+    Some(format!("GitLab redirects to {shown}; use that address as the GitLab URL (the token never follows a redirect)"))
 }
 
 /// Where a pipeline stands.
@@ -384,5 +431,60 @@ mod tests {
         assert_eq!(phase("success"), Phase::Finished);
         assert_eq!(phase("manual"), Phase::Blocked);
         assert_eq!(phase("waiting_for_callback"), Phase::Running);
+    }
+
+    /// Serves `app` on 127.0.0.1 and returns its base URL.
+    async fn serve(app: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn the_token_never_follows_a_redirect_and_next_links_stay_on_the_configured_url() {
+        use axum::http::HeaderMap;
+        use axum::routing::get;
+
+        // Another host that would like the token.
+        let stolen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let seen = stolen.clone();
+        let elsewhere = serve(axum::Router::new().fallback(move |headers: HeaderMap| async move {
+            let token = headers.get("private-token").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+            seen.lock().unwrap().push(token);
+            "[]"
+        }))
+        .await;
+        let target = format!("{elsewhere}/api/v4/projects/a/pipelines/1?private=x");
+        let (next, page2) = (format!("{elsewhere}/api/v4/projects/a/pipelines/1/jobs?page=2"), "[{\"id\": 2}]");
+        let gitlab = serve(
+            axum::Router::new()
+                .route(
+                    "/api/v4/projects/a/pipelines/1",
+                    get(move || async move { (StatusCode::FOUND, [(header::LOCATION, target)]) }),
+                )
+                .route(
+                    "/api/v4/projects/a/pipelines/1/jobs",
+                    get(move |query: axum::extract::RawQuery| async move {
+                        match query.0.as_deref() {
+                            Some("page=2") => ([(header::LINK, String::new())], page2.to_owned()),
+                            _ => ([(header::LINK, format!("<{next}>; rel=\"next\""))], "[{\"id\": 1}]".to_owned()),
+                        }
+                    }),
+                ),
+        )
+        .await;
+        let client = Client::new(&gitlab, "glpat-secret", RetryPolicy::default()).unwrap();
+        let error = client.pipeline("a", 1).await.unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "GET /projects/a/pipelines/1: HTTP 302 Found: GitLab redirects to {elsewhere}/api/v4/projects/a/pipelines/1; \
+                 use that address as the GitLab URL (the token never follows a redirect)"
+            )
+        );
+        let jobs: Vec<Value> = client.all("/projects/a/pipelines/1/jobs?per_page=100").await.unwrap();
+        assert_eq!(jobs, [json!({"id": 1}), json!({"id": 2})]);
+        assert!(stolen.lock().unwrap().is_empty(), "requests reached the other host: {stolen:?}");
     }
 }

@@ -3,7 +3,7 @@
 //! job lists, job logs, protected branches, and injected faults (429 with `Retry-After` or
 //! `RateLimit-Reset`, 5xx bursts, stalled requests).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,7 +92,8 @@ struct FakeState {
     next_id: AtomicU64,
     requests: Mutex<HashMap<String, u64>>,
     faults: Mutex<Faults>,
-    protected: Mutex<BTreeSet<(String, String)>>,
+    /// Protected branches by (project, name): their push and merge access levels.
+    protected: Mutex<BTreeMap<(String, String), (u64, u64)>>,
     created: Mutex<Vec<Value>>,
     /// Jobs per page whatever `per_page` asks (0: as asked), to exercise pagination.
     page_size: AtomicU64,
@@ -274,11 +275,19 @@ async fn trace(State(state): State<Arc<FakeState>>, Path((project, job)): Path<(
     }
 }
 
-fn protected_body(name: &str) -> Value {
+fn protected_body(name: &str, (push, merge): (u64, u64)) -> Value {
+    let describe = |level| if level == 40 { "Maintainers" } else { "Developers + Maintainers" };
     json!({"id": 101, "name": name,
-        "push_access_levels": [{"id": 1001, "access_level": 40, "access_level_description": "Maintainers"}],
-        "merge_access_levels": [{"id": 2001, "access_level": 40, "access_level_description": "Maintainers"}],
+        "push_access_levels": [{"id": 1001, "access_level": push, "access_level_description": describe(push)}],
+        "merge_access_levels": [{"id": 2001, "access_level": merge, "access_level_description": describe(merge)}],
         "allow_force_push": false, "code_owner_approval_required": false})
+}
+
+async fn project(State(state): State<Arc<FakeState>>, Path(project): Path<String>) -> Response {
+    if !state.projects.lock().unwrap().contains_key(&project) {
+        return message(StatusCode::NOT_FOUND, "404 Project Not Found");
+    }
+    Json(json!({"id": 1, "path_with_namespace": project})).into_response()
 }
 
 async fn protect(
@@ -286,11 +295,17 @@ async fn protect(
     Path(project): Path<String>,
     Json(body): Json<Value>,
 ) -> Response {
+    if !state.projects.lock().unwrap().contains_key(&project) {
+        return message(StatusCode::NOT_FOUND, "404 Project Not Found");
+    }
     let name = body["name"].as_str().unwrap_or_default().to_owned();
-    if !state.protected.lock().unwrap().insert((project, name.clone())) {
+    let levels = (body["push_access_level"].as_u64().unwrap_or(40), body["merge_access_level"].as_u64().unwrap_or(40));
+    let mut protected = state.protected.lock().unwrap();
+    if protected.contains_key(&(project.clone(), name.clone())) {
         return message(StatusCode::CONFLICT, &format!("Protected branch '{name}' already exists"));
     }
-    (StatusCode::CREATED, Json(protected_body(&name))).into_response()
+    protected.insert((project, name.clone()), levels);
+    (StatusCode::CREATED, Json(protected_body(&name, levels))).into_response()
 }
 
 async fn protected(
@@ -298,15 +313,18 @@ async fn protected(
     method: axum::http::Method,
     Path((project, name)): Path<(String, String)>,
 ) -> Response {
+    if !state.projects.lock().unwrap().contains_key(&project) {
+        return message(StatusCode::NOT_FOUND, "404 Project Not Found");
+    }
     let key = (project, name.clone());
-    let exists = state.protected.lock().unwrap().contains(&key);
-    match (method.as_str(), exists) {
-        (_, false) => message(StatusCode::NOT_FOUND, "404 Not found"),
-        ("DELETE", true) => {
+    let levels = state.protected.lock().unwrap().get(&key).copied();
+    match (method.as_str(), levels) {
+        (_, None) => message(StatusCode::NOT_FOUND, "404 Not found"),
+        ("DELETE", Some(_)) => {
             state.protected.lock().unwrap().remove(&key);
             StatusCode::NO_CONTENT.into_response()
         }
-        _ => Json(protected_body(&name)).into_response(),
+        (_, Some(levels)) => Json(protected_body(&name, levels)).into_response(),
     }
 }
 
@@ -330,6 +348,7 @@ impl FakeGitlab {
             base: url.clone(),
         });
         let api = Router::new()
+            .route("/api/v4/projects/{project}", get(project))
             .route("/api/v4/projects/{project}/pipeline", post(create))
             .route("/api/v4/projects/{project}/pipelines/{id}", get(show))
             .route("/api/v4/projects/{project}/pipelines/{id}/jobs", get(jobs))
@@ -337,7 +356,7 @@ impl FakeGitlab {
             .route("/api/v4/projects/{project}/protected_branches", post(protect))
             .route(
                 "/api/v4/projects/{project}/protected_branches/{name}",
-                get(protected).patch(protected).delete(protected),
+                get(protected).delete(protected),
             )
             .layer(middleware::from_fn_with_state(state.clone(), faults))
             .with_state(state.clone());
@@ -372,8 +391,13 @@ impl FakeGitlab {
         self.state.created.lock().unwrap().clone()
     }
 
-    /// Whether `branch` of `project` is protected.
-    pub fn is_protected(&self, project: &str, branch: &str) -> bool {
-        self.state.protected.lock().unwrap().contains(&(project.to_owned(), branch.to_owned()))
+    /// The push and merge access levels of `branch` of `project`, if it is protected.
+    pub fn protection(&self, project: &str, branch: &str) -> Option<(u64, u64)> {
+        self.state.protected.lock().unwrap().get(&(project.to_owned(), branch.to_owned())).copied()
+    }
+
+    /// Protects `branch` of `project` with these push and merge access levels.
+    pub fn protect(&self, project: &str, branch: &str, push: u64, merge: u64) {
+        self.state.protected.lock().unwrap().insert((project.to_owned(), branch.to_owned()), (push, merge));
     }
 }

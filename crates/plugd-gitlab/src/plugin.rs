@@ -27,8 +27,10 @@ fn default_ref() -> String {
 /// Inputs of `gitlab-pipeline`.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct Inputs {
-    /// The GitLab host, e.g. `https://gitlab.example.com` (the token comes from `GITLAB_TOKEN`).
-    pub url: String,
+    /// The GitLab host, e.g. `https://gitlab.example.com` [default: `GITLAB_URL` of the
+    /// environment]. The token (`GITLAB_TOKEN`) is only sent to the host `GITLAB_URL` names.
+    #[serde(default)]
+    pub url: Option<String>,
     /// The project's path (`group/project`) or id.
     pub project: String,
     /// The ref to build.
@@ -80,6 +82,31 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// The GitLab to talk to: `input` if given, else `GITLAB_URL`. The token belongs to the GitLab of
+/// `GITLAB_URL`, so a caller of `plugd serve` cannot send it to a host of its choosing.
+fn gitlab_url(input: Option<&str>, configured: Option<String>) -> Result<String, String> {
+    let Some(configured) = configured.filter(|c| !c.is_empty()) else {
+        return Err("GITLAB_URL is not set: set it to the GitLab that GITLAB_TOKEN belongs to".into());
+    };
+    let parse = |url: &str, what: &str| {
+        reqwest::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| format!("{what} {url:?} is not an http(s) URL"))
+    };
+    let origin = parse(&configured, "GITLAB_URL")?.origin();
+    let Some(input) = input else { return Ok(configured) };
+    let asked = parse(input, "url")?;
+    if asked.origin() != origin {
+        return Err(format!(
+            "url {} is not the GitLab of GITLAB_URL ({}): GITLAB_TOKEN is sent there only",
+            asked.origin().ascii_serialization(),
+            origin.ascii_serialization()
+        ));
+    }
+    Ok(input.to_owned())
+}
+
 impl Plugin for GitlabPipeline {
     type Inputs = Inputs;
     type ContextInputs = Empty;
@@ -89,6 +116,7 @@ impl Plugin for GitlabPipeline {
 
     async fn execute(&self, inputs: Inputs, ctx: &mut Context<Empty>) -> Result<Outcome, PluginError> {
         let token = std::env::var("GITLAB_TOKEN").map_err(|_| PluginError::failed("GITLAB_TOKEN is not set"))?;
+        let url = gitlab_url(inputs.url.as_deref(), std::env::var("GITLAB_URL").ok()).map_err(PluginError::failed)?;
         let regex = tag_regex(inputs.tag_regex.as_deref().unwrap_or(DEFAULT_TAG_REGEX)).map_err(PluginError::failed)?;
         // One HTTP client for every execute: a poll reuses its connection instead of a new TLS handshake.
         static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
@@ -100,7 +128,7 @@ impl Plugin for GitlabPipeline {
                 HTTP.get_or_init(|| http).clone()
             }
         };
-        let client = Client::with_http(http, &inputs.url, &token, policy);
+        let client = Client::with_http(http, &url, &token, policy);
         let poll = Outcome::Poll(Duration::from_secs(inputs.poll_interval));
         let Some(watching) = ctx.storage_get::<Watching>("watching")? else {
             let variables: Vec<(String, String)> = inputs.variables.clone().into_iter().collect();
@@ -144,5 +172,28 @@ impl Plugin for GitlabPipeline {
                 )))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gitlab_url;
+
+    #[test]
+    fn the_token_goes_only_to_the_gitlab_of_gitlab_url() {
+        let configured = || Some("https://gitlab.example.com".to_owned());
+        assert_eq!(gitlab_url(None, configured()).unwrap(), "https://gitlab.example.com");
+        assert_eq!(gitlab_url(Some("https://gitlab.example.com/"), configured()).unwrap(), "https://gitlab.example.com/");
+        assert_eq!(
+            gitlab_url(Some("http://gitlab.example.com"), configured()).unwrap_err(),
+            "url http://gitlab.example.com is not the GitLab of GITLAB_URL (https://gitlab.example.com): \
+             GITLAB_TOKEN is sent there only"
+        );
+        assert!(gitlab_url(Some("https://evil.example/x"), configured()).is_err());
+        assert_eq!(
+            gitlab_url(Some("https://gitlab.example.com"), None).unwrap_err(),
+            "GITLAB_URL is not set: set it to the GitLab that GITLAB_TOKEN belongs to"
+        );
+        assert_eq!(gitlab_url(None, Some("gitlab".into())).unwrap_err(), "GITLAB_URL \"gitlab\" is not an http(s) URL");
     }
 }

@@ -13,8 +13,11 @@ pub const DEFAULT_TAG_REGEX: &str = r"(?:Successfully tagged |#\d+ naming to |na
 /// one line per line (`\r\n` and carriage-return progress lines split).
 pub fn clean(log: &str) -> String {
     // Compiled once: `clean` runs on every job log of every watched pipeline.
-    static SECTIONS: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"section_(?:start|end):\d+:[^\r\n]*?\r?\x1b\[0K").expect("a valid regex"));
+    // A marker ends at its `\r` (usually followed by `ESC[0K`), or at a colour code when a runner
+    // left the `\r` out; the section header text after it stays.
+    static SECTIONS: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"section_(?:start|end):\d+:[^\r\n\x1b]*\r?(?:\x1b\[0K)?").expect("a valid regex")
+    });
     static ANSI: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]").expect("a valid regex"));
     let log = SECTIONS.replace_all(log, "");
     let log = ANSI.replace_all(&log, "");
@@ -110,6 +113,10 @@ mod tests {
         assert_eq!(find_tag("$ echo \"IMAGE_TAG=$TAG\"\nIMAGE_TAG=v9\n", &custom).as_deref(), Some("v9"));
         assert!(clean(TRACE).contains("\nProgress 10%\nProgress 100%\n"));
         assert!(!clean(TRACE).contains("section_"));
+        let bare = "section_start:1700000000:step_script\nline\nsection_end:1700000001:step_script\n";
+        assert_eq!(clean(bare), "\nline\n\n");
+        let header = "section_start:1:prepare[collapsed=true]\r\x1b[0K\x1b[0K\x1b[36;1mPreparing\x1b[0;m\n";
+        assert_eq!(clean(header), "Preparing\n");
         assert!(tag_regex("(").is_err());
     }
 }

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::spawn::{self, Spawn};
 
+/// plugd's secrets, never passed to a command.
+const WITHHELD_ENV: [&str; 3] = ["PLUGD_AUTH_TOKENS", "PLUGD_CALLBACK_SECRET", "PLUGD_CALLBACK_SECRET_FILE"];
+
 /// Arguments: a list, or a string split on whitespace.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
@@ -93,7 +96,10 @@ impl Plugin for Command {
             Some(cwd) => PathBuf::from(cwd),
             None => std::env::current_dir()?,
         };
-        let mut env: Vec<(String, String)> = std::env::vars().collect();
+        // The command inherits plugd's environment (as rez's command hook does), less plugd's own
+        // secrets: under `plugd serve` a command must not read the server's credentials.
+        let mut env: Vec<(String, String)> =
+            std::env::vars().filter(|(key, _)| !WITHHELD_ENV.contains(&key.as_str())).collect();
         env.extend(inputs.env.clone());
         tracing::info!("running command: {}", shell_words::join(&argv));
         let finished = spawn::run(Spawn {

@@ -88,6 +88,18 @@ pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 const CATEGORIES: [&str; 8] = ["build", "test", "security", "release", "message", "scm", "artifact", "other"];
 
+/// Checks a variable name a manifest sets in `entry.env`: plugd's own variables (`PLUGD_*` and
+/// `reserved`) cannot be overridden.
+pub(crate) fn check_env_key(key: &str, reserved: &[&str]) -> Result<(), String> {
+    if key.is_empty() || key.contains('=') || key.contains('\0') {
+        return Err(format!("invalid variable name {key:?}"));
+    }
+    if key.starts_with("PLUGD_") || reserved.contains(&key) {
+        return Err(format!("{key} is set by plugd and cannot be overridden"));
+    }
+    Ok(())
+}
+
 /// Checks the `category` of a manifest or a qci plugin (only validated: nothing lists by it yet).
 pub(crate) fn check_category(category: &str) -> Result<(), String> {
     if CATEGORIES.contains(&category) {
@@ -121,12 +133,16 @@ pub(crate) fn line_of(text: &str, path: &[&str]) -> Option<usize> {
 }
 
 /// A JSON Schema object for inputs, outputs or context inputs, with the four keys callers expect.
+/// Undeclared top-level keys are always allowed, as for Rust plugins: BK-SOPS adds its own
+/// (`plugin_code`, `_loop`, ...) to every call, so a schema forbidding them would fail them all.
 pub(crate) fn normalize_schema(schema: Option<Value>) -> Result<Value, String> {
     let mut schema = match schema {
         None | Some(Value::Null) => serde_json::Map::new(),
         Some(Value::Object(map)) => map,
         Some(_) => return Err("expected a JSON Schema object".into()),
     };
+    schema.remove("additionalProperties");
+    schema.remove("unevaluatedProperties");
     match schema.get("type") {
         None => {
             schema.insert("type".into(), "object".into());
@@ -208,9 +224,7 @@ pub(crate) fn load(dir: &Path) -> Result<Manifest, LoadError> {
         None => DEFAULT_TIMEOUT,
     };
     for key in raw.entry.env.keys() {
-        if key.is_empty() || key.contains('=') || key.starts_with("PLUGD_") {
-            return Err(at(&["entry", "env"], format!("invalid variable name {key:?} (PLUGD_ names are reserved)")));
-        }
+        check_env_key(key, &[]).map_err(|e| at(&["entry", "env"], e))?;
     }
     Ok(Manifest {
         file,
@@ -232,6 +246,17 @@ pub(crate) fn load(dir: &Path) -> Result<Manifest, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schemas_always_allow_undeclared_top_level_keys() {
+        let declared = serde_json::json!({"properties": {"a": {"type": "string", "additionalProperties": false}},
+            "additionalProperties": false, "unevaluatedProperties": false});
+        assert_eq!(
+            normalize_schema(Some(declared)).unwrap(),
+            serde_json::json!({"properties": {"a": {"type": "string", "additionalProperties": false}},
+                "type": "object", "required": [], "definitions": {}})
+        );
+    }
 
     #[test]
     fn lines_of_nested_keys() {

@@ -58,19 +58,23 @@ fn base_env() -> Vec<(String, String)> {
     ENV_ALLOWLIST.iter().filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v))).collect()
 }
 
+/// Input values longer than this stay out of the environment (the kernel refuses a variable over
+/// 128 KiB, and the whole environment shares one limit); the plugin reads them from stdin.
+const MAX_INPUT_ENV: usize = 32 * 1024;
+
 /// `PLUGD_INPUT_<NAME>` for each top-level input: strings as they are, anything else as JSON.
 fn input_env(inputs: &Value) -> Vec<(String, String)> {
     let Some(inputs) = inputs.as_object() else { return Vec::new() };
     inputs
         .iter()
         .filter(|(name, _)| name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-        .map(|(name, value)| {
+        .filter_map(|(name, value)| {
             let key = format!("PLUGD_INPUT_{}", name.to_ascii_uppercase().replace('-', "_"));
             let value = match value {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            (key, value)
+            (value.len() <= MAX_INPUT_ENV).then_some((key, value))
         })
         .collect()
 }
@@ -256,5 +260,19 @@ impl DynPlugin for ProcessPlugin {
                 },
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn inputs_become_environment_variables_unless_too_long() {
+        let inputs = json!({"name": "x y", "max-count": 3, "big": "a".repeat(40_000), "bad name": "z"});
+        assert_eq!(
+            super::input_env(&inputs),
+            [("PLUGD_INPUT_NAME".to_owned(), "x y".to_owned()), ("PLUGD_INPUT_MAX_COUNT".to_owned(), "3".to_owned())]
+        );
     }
 }

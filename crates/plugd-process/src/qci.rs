@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use serde_yaml_ng::Value as Yaml;
 
-use crate::manifest::{check_category, line_of};
+use crate::manifest::{check_category, check_env_key, line_of};
 use crate::LoadError;
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +137,9 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LoadError> {
             Err(e) => Err(at(&["entry", "install"], format!("cannot split {line:?}: {e}"))),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    for key in raw.entry.env.keys() {
+        check_env_key(key, &["CI_ENV_FILE", "QCI_PLUGIN_RUNTIME"]).map_err(|e| at(&["entry", "env"], e))?;
+    }
     let inputs = json!({"type": "object", "properties": properties, "required": required, "definitions": {}});
     let entry = QciEntry {
         variables,
@@ -303,16 +306,19 @@ impl QciEntry {
             }
         });
         let status = declared_status.as_ref().map(|_| temp.join("status.json"));
-        if let (Some(declared), Some(private)) = (&declared_status, &status) {
-            let (declared, private) = (declared.display().to_string(), private.display().to_string());
-            let relative = self.status.as_deref().map(|s| self.specials(s)).unwrap_or_default();
-            for arg in &mut argv {
-                if *arg == declared || *arg == relative {
-                    *arg = private.clone();
-                } else if let Some((flag, value)) = arg.split_once('=') {
-                    if value == declared || value == relative {
-                        *arg = format!("{flag}={private}");
-                    }
+        // Where the declared status path is an argument (`path` or `--flag=path`) or a whole
+        // `entry.env` value, the private one takes its place.
+        let private_status = |value: &str| -> Option<String> {
+            let (declared, private) = (declared_status.as_ref()?, status.as_ref()?);
+            let relative = self.specials(self.status.as_deref()?);
+            (value == relative || Path::new(value) == declared).then(|| private.display().to_string())
+        };
+        for arg in &mut argv {
+            if let Some(private) = private_status(arg) {
+                *arg = private;
+            } else if let Some((flag, value)) = arg.split_once('=') {
+                if let Some(private) = private_status(value) {
+                    *arg = format!("{flag}={private}");
                 }
             }
         }
@@ -329,6 +335,7 @@ impl QciEntry {
                 Some(variable) => QciEntry::value(variable, inputs).unwrap_or_default(),
                 None => self.specials(template),
             };
+            let value = private_status(&value).unwrap_or(value);
             env.push((key.clone(), value));
         }
         Built { argv, env, status }

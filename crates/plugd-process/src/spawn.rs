@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tracing::Instrument;
 
 /// Bytes of each of stdout and stderr kept as logs; the rest is read and dropped.
@@ -82,9 +82,7 @@ async fn drain(stream: impl AsyncRead + Unpin, name: &'static str, echo: bool, t
         line.clear();
         let read = (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line).await;
         if matches!(read, Ok(n) if n as u64 == MAX_LINE && !line.ends_with(b"\n")) {
-            // Skip the rest of an over-long line.
-            let mut rest = Vec::new();
-            let _ = reader.read_until(b'\n', &mut rest).await;
+            skip_line(&mut reader).await;
         }
         match read {
             Ok(0) | Err(_) => break,
@@ -106,6 +104,24 @@ async fn drain(stream: impl AsyncRead + Unpin, name: &'static str, echo: bool, t
                 if tail.len() > TAIL_LINES {
                     tail.pop_front();
                 }
+            }
+        }
+    }
+}
+
+/// Reads and drops the rest of an over-long line a buffer at a time, so that a plugin printing
+/// without newlines cannot grow plugd's memory.
+async fn skip_line(reader: &mut (impl AsyncBufRead + Unpin)) {
+    loop {
+        let Ok(buffer) = reader.fill_buf().await else { return };
+        if buffer.is_empty() {
+            return;
+        }
+        match buffer.iter().position(|&b| b == b'\n') {
+            Some(newline) => return reader.consume(newline + 1),
+            None => {
+                let all = buffer.len();
+                reader.consume(all);
             }
         }
     }
@@ -168,4 +184,23 @@ pub(crate) async fn run(spawn: Spawn<'_>) -> Result<Finished, String> {
     }
     let tail = Vec::from(std::mem::take(&mut *tail.lock().unwrap_or_else(|p| p.into_inner())));
     Ok(Finished { code, timed_out, tail: tail.join("\n") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_rest_of_an_over_long_line_is_dropped_up_to_its_newline() {
+        let mut output = vec![b'x'; 3 * 1024 * 1024];
+        output.extend_from_slice(b"\nnext\n");
+        let mut reader = BufReader::with_capacity(8192, output.as_slice());
+        skip_line(&mut reader).await;
+        let mut rest = String::new();
+        reader.read_to_string(&mut rest).await.unwrap();
+        assert_eq!(rest, "next\n");
+        let mut reader = BufReader::new(&b"no newline at all"[..]);
+        skip_line(&mut reader).await;
+        assert_eq!(reader.read_to_string(&mut rest).await.unwrap(), 0);
+    }
 }

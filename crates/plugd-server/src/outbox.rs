@@ -110,7 +110,8 @@ async fn deliver(state: &AppState, client: &reqwest::Client, item: OutboxItem) {
     }
 }
 
-/// One attempt: a 2xx reply whose JSON (if any) does not say `"result": false`.
+/// One attempt: a 2xx reply that is JSON and does not say `"result": false` (as in the Python
+/// framework, a reply that is not JSON fails the attempt).
 async fn post(client: &reqwest::Client, item: &OutboxItem) -> Result<(), String> {
     let response = client
         .post(&item.callback.url)
@@ -125,13 +126,14 @@ async fn post(client: &reqwest::Client, item: &OutboxItem) -> Result<(), String>
     if !status.is_success() {
         return Err(format!("HTTP {status}"));
     }
-    if let Ok(Value::Object(reply)) = serde_json::from_slice::<Value>(&body) {
-        if reply.get("result") == Some(&Value::Bool(false)) {
+    match serde_json::from_slice::<Value>(&body) {
+        Err(_) => Err(format!("HTTP {status} with a reply that is not JSON")),
+        Ok(Value::Object(reply)) if reply.get("result") == Some(&Value::Bool(false)) => {
             let message = reply.get("message").and_then(Value::as_str).unwrap_or("");
-            return Err(format!("the caller replied result false: {message}"));
+            Err(format!("the caller replied result false: {message}"))
         }
+        Ok(_) => Ok(()),
     }
-    Ok(())
 }
 
 /// `base * 2^attempts`, at most five minutes, with jitter between half and all of it.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use plugd_gitlab::client::{Client, RetryPolicy};
+use plugd_gitlab::client::{Client, Protection, RetryPolicy};
 use plugd_gitlab::config::GitlabConfig;
 use plugd_gitlab::trace::{tag_regex, DEFAULT_TAG_REGEX};
 use plugd_gitlab::watch::{run_all, Event, Outcome, WatchOptions};
@@ -80,7 +80,8 @@ enum GitlabCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Protect a branch (maintainers push and merge); already protected: updated.
+    /// Protect a branch: only maintainers push and merge, no force push (a rule that says otherwise
+    /// is replaced; one that says so already is left alone).
     Protect {
         #[command(flatten)]
         common: Common,
@@ -316,14 +317,24 @@ fn protection(common: &Common, branch: &str, protect: bool) -> CliResult {
     let mut failed = 0;
     runtime()?.block_on(async {
         for (name, path) in &projects {
-            let result =
-                if protect { client.protect(path, branch).await } else { client.unprotect(path, branch).await };
-            match (result, protect) {
-                (Ok(true), true) => println!("{name}: {branch} was protected; updated"),
-                (Ok(false), true) => println!("{name}: {branch} protected"),
-                (Ok(true), false) => println!("{name}: {branch} unprotected"),
-                (Ok(false), false) => println!("{name}: {branch} was not protected; nothing to do"),
-                (Err(e), _) => {
+            let done = if protect {
+                client.protect(path, branch).await.map(|done| match done {
+                    Protection::Created => "protected",
+                    Protection::Unchanged => "was protected already; nothing to do",
+                    Protection::Replaced => "was protected with other access levels; its rule was replaced",
+                })
+            } else {
+                client.unprotect(path, branch).await.map(|was| {
+                    if was {
+                        "unprotected"
+                    } else {
+                        "was not protected; nothing to do"
+                    }
+                })
+            };
+            match done {
+                Ok(done) => println!("{name}: {branch} {done}"),
+                Err(e) => {
                     failed += 1;
                     eprintln!("error: {name}: {e}");
                 }

@@ -194,18 +194,32 @@ fn protect_and_unprotect_are_idempotent() {
     let gl = &fake.server;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &gl.url);
+    for project in ["platform/shop-web", "platform/admin-web"] {
+        gl.project(project, FakeProject::succeeding(Duration::ZERO, "docker-build", "r/x:1"));
+    }
     let out = gitlab(&["protect", "--config", &cfg, "--group", "web", "--branch", "release/1.2"]).assert_code(0);
     assert_eq!(out.stdout, "shop-web: release/1.2 protected\nadmin-web: release/1.2 protected\n");
-    assert!(gl.is_protected("platform/shop-web", "release/1.2"));
+    assert_eq!(gl.protection("platform/shop-web", "release/1.2"), Some((40, 40)));
     let out = gitlab(&["protect", "--config", &cfg, "--project", "shop-web", "--branch", "release/1.2"]).assert_code(0);
-    assert_eq!(out.stdout, "shop-web: release/1.2 was protected; updated\n");
+    assert_eq!(out.stdout, "shop-web: release/1.2 was protected already; nothing to do\n");
+    // Developers may push: the rule is replaced by one for maintainers only.
+    gl.protect("platform/admin-web", "release/1.2", 30, 30);
+    let out = gitlab(&["protect", "--config", &cfg, "--project", "admin-web", "--branch", "release/1.2"]).assert_code(0);
+    assert_eq!(out.stdout, "admin-web: release/1.2 was protected with other access levels; its rule was replaced\n");
+    assert_eq!(gl.protection("platform/admin-web", "release/1.2"), Some((40, 40)));
     let out =
         gitlab(&["unprotect", "--config", &cfg, "--project", "shop-web", "--branch", "release/1.2"]).assert_code(0);
     assert_eq!(out.stdout, "shop-web: release/1.2 unprotected\n");
     let out =
         gitlab(&["unprotect", "--config", &cfg, "--project", "shop-web", "--branch", "release/1.2"]).assert_code(0);
     assert_eq!(out.stdout, "shop-web: release/1.2 was not protected; nothing to do\n");
-    assert!(!gl.is_protected("platform/shop-web", "release/1.2"));
+    assert_eq!(gl.protection("platform/shop-web", "release/1.2"), None);
+    // A project GitLab does not know is an error, not "nothing to do".
+    let out = gitlab(&["unprotect", "--config", &cfg, "--project", "shop-src", "--branch", "main"]).assert_code(1);
+    assert_eq!(
+        out.stderr,
+        "error: shop-src: GET /projects/platform%2Fshop-src: HTTP 404 Not Found: 404 Project Not Found\n"
+    );
 }
 
 #[test]
@@ -217,8 +231,6 @@ fn the_gitlab_pipeline_plugin_runs_locally_and_resumes_after_a_restart() {
     let out = Plugd::new(&[
         "run",
         "gitlab-pipeline",
-        "--url",
-        &url,
         "--project",
         "platform/shop-web",
         "--job",
@@ -228,6 +240,7 @@ fn the_gitlab_pipeline_plugin_runs_locally_and_resumes_after_a_restart() {
         "--json",
     ])
     .env("GITLAB_TOKEN", TOKEN)
+    .env("GITLAB_URL", &url)
     .run()
     .assert_code(0);
     let result = out.json();
@@ -236,13 +249,23 @@ fn the_gitlab_pipeline_plugin_runs_locally_and_resumes_after_a_restart() {
 
     // Under serve: a crash in the middle of a watch resumes the same pipeline.
     let (_db_dir, db) = database();
-    let server = Server::start_env(&db, &[], &[("GITLAB_TOKEN", TOKEN)]);
+    let server = Server::start_env(&db, &[], &[("GITLAB_TOKEN", TOKEN), ("GITLAB_URL", url.as_str())]);
+    // A caller cannot send the server's token elsewhere.
+    let elsewhere = json!({"url": "http://192.0.2.1:9", "project": "platform/shop-web"});
+    let refused = server.invoke("gitlab-pipeline", "1.0.0", elsewhere, json!({})).unwrap();
+    assert_eq!(
+        refused["data"]["err"],
+        format!(
+            "plugin execute failed: url http://192.0.2.1:9 is not the GitLab of GITLAB_URL ({url}): \
+             GITLAB_TOKEN is sent there only"
+        )
+    );
     let inputs = json!({"url": url, "project": "platform/shop-web", "job": "docker-build", "poll_interval": 1});
     let started = server.invoke("gitlab-pipeline", "1.0.0", inputs, json!({})).unwrap();
     assert_eq!(started["data"]["state"], 2);
     let trace_id = started["trace_id"].as_str().unwrap().to_owned();
     server.kill_9();
-    let server = Server::start_env(&db, &[], &[("GITLAB_TOKEN", TOKEN)]);
+    let server = Server::start_env(&db, &[], &[("GITLAB_TOKEN", TOKEN), ("GITLAB_URL", url.as_str())]);
     let done = server.wait_final("gitlab-pipeline", &trace_id);
     assert_eq!(done["outputs"]["image_tag"], "3.1", "{done}");
     let pipelines = gl.created().len();

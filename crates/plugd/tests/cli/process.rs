@@ -153,6 +153,7 @@ entry:
     - $QCI_PLUGIN_EXECUTABLE -c "print('installing qci_demo')"
   env:
     DEMO_TOKEN: $token
+    DEMO_STATUS: $QCI_PLUGIN_RUNTIME/status.json
   start: $QCI_PLUGIN_EXECUTABLE $QCI_PLUGIN_RUNTIME/run.py $arg1 $mode $verbose $level $target --status $QCI_PLUGIN_RUNTIME/status.json
   status: $QCI_PLUGIN_RUNTIME/status.json
 "#;
@@ -165,6 +166,7 @@ with open(os.environ["CI_ENV_FILE"], "a") as f:
     f.write("ARGV=" + json.dumps(args[:args.index("--status")]) + "\n")
     f.write("TOKEN=" + os.environ.get("DEMO_TOKEN", "") + "\n")
     f.write("CWD=" + os.getcwd() + "\n")
+    f.write("SAME_STATUS=" + str(os.environ["DEMO_STATUS"] == status) + "\n")
 ok = "boom" not in args
 json.dump({"status": "success" if ok else "failure", "message": "arg1 was boom"}, open(status, "w"))
 "#;
@@ -187,6 +189,7 @@ fn qciplugin_yml_runs_unchanged() {
     let argv: Value = serde_json::from_str(outputs["ARGV"].as_str().unwrap()).unwrap();
     assert_eq!(argv, json!(["--arg1", "hello world", "--mode", "fast", "--verbose", "true", "-l", "3", "prod"]));
     assert_eq!(outputs["TOKEN"], "s");
+    assert_eq!(outputs["SAME_STATUS"], "True", "the status path is private in argv and entry.env alike");
     assert!(!plugin.join("status.json").exists(), "the status file lives in the execute's temp folder");
     assert!(out.stderr.contains("installing qci_demo"), "install commands run first: {}", out.stderr);
 
@@ -310,6 +313,16 @@ fn invalid_manifests_name_file_line_and_field() {
             "plugin.yaml:1: id: \"x y\" is not a valid id: use letters, digits, '-', '_' and '.'\n",
         ),
         ("plugin.yaml", "id: x\nversion: 1.0.0\n", "plugin.yaml:1: missing field `entry`\n"),
+        (
+            "plugin.yaml",
+            "id: x\nversion: 1.0.0\nentry:\n  start: run\n  env: {PLUGD_RESULT_FILE: /tmp/x}\n",
+            "plugin.yaml:5: entry.env: PLUGD_RESULT_FILE is set by plugd and cannot be overridden\n",
+        ),
+        (
+            "qciplugin.yml",
+            "version: '1.0'\nid: q\nname: q\nentry:\n  start: run\n  env:\n    CI_ENV_FILE: /tmp/x\n",
+            "qciplugin.yml:6: entry.env: CI_ENV_FILE is set by plugd and cannot be overridden\n",
+        ),
         (
             "qciplugin.yml",
             "version: 1.0\nid: q\nname: q\nentry: {start: run}\n",

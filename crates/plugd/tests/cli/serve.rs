@@ -214,10 +214,12 @@ impl Receiver {
                 if fail {
                     left.fetch_sub(1, Ordering::SeqCst);
                 }
-                // Alternate the two ways to fail: an HTTP error, and a 200 that says `"result": false`.
-                let reply = match (fail, left.load(Ordering::SeqCst) % 2) {
+                // Rotate the three ways to fail: an HTTP error, a 200 that says `"result": false`, and a
+                // 200 that is not JSON (the Python framework fails those too).
+                let reply = match (fail, left.load(Ordering::SeqCst) % 3) {
                     (false, _) => (200, r#"{"result": true}"#),
                     (true, 0) => (200, r#"{"result": false, "message": "not yet"}"#),
+                    (true, 1) => (200, "OK"),
                     (true, _) => (500, r#"{"result": false}"#),
                 };
                 let response = format!(
@@ -251,26 +253,26 @@ fn context(receiver: &Receiver) -> Value {
 
 #[test]
 fn finish_callbacks_retry_until_delivered() {
-    let receiver = Receiver::start(2);
+    let receiver = Receiver::start(3);
     let (_dir, db) = database();
     let server = Server::start(&db, &["--finish-callback-backoff", "100ms"]);
     let started =
         server.invoke("countdown", "1.0.0", json!({"from": 1, "interval_ms": 10}), context(&receiver)).unwrap();
     server.wait_final("countdown", started["trace_id"].as_str().unwrap());
-    let requests = receiver.wait_for(3);
+    let requests = receiver.wait_for(4);
     for (head, body) in &requests {
         assert!(head.starts_with("POST /node/callback?token=abc HTTP/1.1"), "{head}");
         assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
         assert_eq!(serde_json::from_str::<Value>(body).unwrap(), json!({"node": "n1", "k": 1}));
     }
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(receiver.bodies.lock().unwrap().len(), 3, "delivered once it succeeded");
+    assert_eq!(receiver.bodies.lock().unwrap().len(), 4, "delivered once it succeeded");
 
     // A synchronous end sends none, as in the Python framework.
     let sync = server.invoke("countdown", "1.0.0", json!({"from": 0}), context(&receiver)).unwrap();
     assert_eq!(sync["data"]["state"], 4);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(receiver.bodies.lock().unwrap().len(), 3);
+    assert_eq!(receiver.bodies.lock().unwrap().len(), 4);
 }
 
 #[test]
