@@ -101,7 +101,8 @@ impl Plugin for Command {
         let mut env: Vec<(String, String)> =
             std::env::vars().filter(|(key, _)| !WITHHELD_ENV.contains(&key.as_str())).collect();
         env.extend(inputs.env.clone());
-        tracing::info!("running command: {}", shell_words::join(&argv));
+        // Arguments may carry templated secrets (a token in a header, say): log the program only.
+        tracing::info!("running {} with {} arguments", argv[0], argv.len() - 1);
         let finished = spawn::run(Spawn {
             argv: &argv,
             plugin_dir: &cwd,

@@ -22,8 +22,27 @@ const MAX_LINE: u64 = 64 * 1024;
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Environment variables passed through from plugd's own environment; everything else is cleared.
-pub(crate) const ENV_ALLOWLIST: [&str; 9] =
-    ["PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM"];
+/// The proxy and CA settings are the machine's network configuration: without them a plugin
+/// behind a proxy cannot install or fetch anything.
+pub(crate) const ENV_ALLOWLIST: [&str; 17] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
 
 pub(crate) struct Spawn<'a> {
     pub(crate) argv: &'a [String],

@@ -68,6 +68,10 @@ pub(super) async fn dispatch(
     let trace_id = new_trace_id();
     let plugin = scoped.plugin.clone();
     let invalid = |message: &str| invalid_input(message, Some(&trace_id));
+    // As in the Python framework, the scope permission is checked before anything else.
+    if let Err(response) = check_scope(&state, &plugin, &caller, &headers) {
+        return response;
+    }
     let body = match body {
         Ok(body) => body,
         Err(rejection) => return body_error(rejection),
@@ -75,9 +79,6 @@ pub(super) async fn dispatch(
     let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
         return invalid("the request body must be a JSON object");
     };
-    if let Err(response) = check_scope(&state, &plugin, &caller, &headers) {
-        return response;
-    }
     let Some(url) = request.get("url").and_then(Value::as_str) else {
         return invalid("url: This field is required.");
     };
@@ -109,7 +110,7 @@ pub(super) async fn dispatch(
     };
     let username = request.get("username").and_then(Value::as_str).map(str::to_owned).or(caller.username);
     let (query, body) = match method {
-        ApiMethod::Get => (data, Value::Null),
+        ApiMethod::Get => (data.into_iter().map(|(key, value)| (key, query_value(value))).collect(), Value::Null),
         ApiMethod::Post => (Map::new(), Value::Object(data)),
     };
     let api_request = ApiRequest { method, path: path.to_owned(), query, body, username };
@@ -123,4 +124,20 @@ pub(super) async fn dispatch(
             fail(status, &format!("unknow error, please contact plugin developers: {}", e.message), Some(&trace_id))
         }
     }
+}
+
+/// A `data` value as the query parameter the Python framework makes of it (Django's request
+/// factory): text, Python's spelling of booleans and null, and the last item of a list.
+fn query_value(value: Value) -> Value {
+    Value::String(match value {
+        Value::String(text) => text,
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Null => "None".into(),
+        Value::Array(mut items) => match items.pop() {
+            Some(last) => return query_value(last),
+            None => String::new(),
+        },
+        other => other.to_string(),
+    })
 }

@@ -19,7 +19,8 @@ pub struct TemplateValues {
 pub enum Scope {
     /// Undefined values are errors.
     Run,
-    /// Undefined values render empty (later steps' outputs are not known yet).
+    /// Undefined values render empty (later steps' outputs are not known yet), and `env.NAME`
+    /// renders as `<env.NAME>`: a dry run prints what it renders, and the environment holds secrets.
     DryRun,
 }
 
@@ -53,11 +54,16 @@ pub(crate) fn check(value: &Value) -> Result<(), String> {
 }
 
 impl TemplateValues {
-    fn context(&self) -> Value {
+    fn context(&self, scope: Scope) -> Value {
         let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_default();
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
         let time = chrono_like_now();
-        let env: Map<String, Value> = std::env::vars().map(|(k, v)| (k, Value::String(v))).collect();
+        let env: Map<String, Value> = std::env::vars()
+            .map(|(k, v)| {
+                let shown = if scope == Scope::DryRun { format!("<env.{k}>") } else { v };
+                (k, Value::String(shown))
+            })
+            .collect();
         json!({
             "package": self.package,
             "release": self.release,
@@ -75,7 +81,7 @@ impl TemplateValues {
     /// A renderer over these values as they are now: the environment variables, host and time are
     /// read once for every value it renders.
     pub fn renderer(&self, scope: Scope) -> Renderer {
-        Renderer { env: environment(scope), context: minijinja::Value::from_serialize(self.context()), scope }
+        Renderer { env: environment(scope), context: minijinja::Value::from_serialize(self.context(scope)), scope }
     }
 }
 

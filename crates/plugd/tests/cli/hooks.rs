@@ -301,6 +301,15 @@ fn cancel_stop_and_post_release_failures() {
         "{}",
         out.stdout
     );
+    // A dry run prints rendered inputs, but never the environment's values.
+    std::fs::write(
+        dir.path().join("plugd-hooks.yaml"),
+        "stages:\n  pre_build:\n    - name: call\n      uses: command\n      with: {command: echo, args: [\"Bearer {{ env.HOOK_SECRET }}\", \"{{ package.name }}\"]}\n",
+    )
+    .unwrap();
+    let out = hooks(dir.path(), &["run", "pre_build", "--dry-run", "--set", "package.name=x"]).assert_code(0);
+    assert!(out.stdout.contains(r#"with: {"command":"echo","args":["Bearer <env.HOOK_SECRET>","x"]}"#), "{}", out.stdout);
+    assert!(!out.stdout.contains("s3cret"), "{}", out.stdout);
     let out = hooks(dir.path(), &["run", "deploy"]).assert_code(2);
     assert_eq!(out.stderr, "error: unknown stage \"deploy\"; expected one of pre_build, pre_release, post_release\n");
     let out = hooks(dir.path(), &["run", "pre_build", "--set", "name=x"]).assert_code(2);
