@@ -94,7 +94,10 @@ impl ProcessPlugin {
 
     /// Runs the manifest's `install` commands in the plugin folder, one after the other.
     pub async fn install(&self) -> Result<(), String> {
-        let env = base_env();
+        let mut env = base_env();
+        if let Entry::Qci(qci) = &self.entry {
+            env.extend(qci.install_env());
+        }
         for argv in &self.install {
             let argv = match &self.entry {
                 Entry::Qci(qci) => qci.expand_install(argv),
@@ -174,6 +177,8 @@ impl ProcessPlugin {
             }
             Entry::Qci(qci) => {
                 let built = qci.build(&request.inputs, &self.options.workspace, &outputs_file, temp.path());
+                let sdk = crate::qci::write_sdk(temp.path())?;
+                env.push(("PYTHONPATH".to_owned(), sdk.display().to_string()));
                 env.extend(built.env);
                 if self.options.echo && std::env::var("QCI_PLUGIN_DEBUG").is_ok_and(|v| v == "1") {
                     eprintln!("[qci-plugin debug] run: {}", shell_words::join(&built.argv));

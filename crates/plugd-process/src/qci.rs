@@ -71,6 +71,26 @@ pub(crate) struct Built {
     pub(crate) status: Option<PathBuf>,
 }
 
+/// plugd's `qciplugin` Python package (`report_output` and friends), by path below its folder.
+const SDK: [(&str, &str); 2] = [
+    ("qciplugin/__init__.py", include_str!("qciplugin/__init__.py")),
+    ("qciplugin/_vendor/__init__.py", include_str!("qciplugin/_vendor/__init__.py")),
+];
+
+/// Writes the `qciplugin` package into `temp/python` and returns that folder, for `PYTHONPATH`:
+/// plugins written for CODING import `from qciplugin import report_output`.
+pub(crate) fn write_sdk(temp: &Path) -> Result<PathBuf, String> {
+    let root = temp.join("python");
+    for (path, text) in SDK {
+        let file = root.join(path);
+        let parent = file.parent().unwrap_or(&root);
+        std::fs::create_dir_all(parent)
+            .and_then(|()| std::fs::write(&file, text))
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    }
+    Ok(root)
+}
+
 /// The machine's python3, as `$QCI_PLUGIN_EXECUTABLE`.
 fn python3() -> String {
     crate::command::resolve("python3").map_or_else(|| "python3".to_owned(), |p| p.display().to_string())
@@ -289,6 +309,31 @@ impl QciEntry {
         argv.iter().map(|t| self.specials(t)).collect()
     }
 
+    /// `QCI_PLUGIN_RUNTIME`, `QCI_PLUGIN_EXECUTABLE` and `QCI_PLUGIN_DEBUG`: what install commands
+    /// and executes both see.
+    fn runtime_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("QCI_PLUGIN_RUNTIME".to_owned(), self.runtime.display().to_string()),
+            ("QCI_PLUGIN_EXECUTABLE".to_owned(), self.executable.clone()),
+        ];
+        if let Ok(debug) = std::env::var("QCI_PLUGIN_DEBUG") {
+            env.push(("QCI_PLUGIN_DEBUG".to_owned(), debug));
+        }
+        env
+    }
+
+    /// The environment of install commands: the runtime variables and the `entry.env` values that
+    /// do not name a variable (inputs are not known when a plugin installs).
+    pub(crate) fn install_env(&self) -> Vec<(String, String)> {
+        let mut env = self.runtime_env();
+        for (key, template) in &self.env {
+            if self.variable_named_by(template).is_none() {
+                env.push((key.clone(), self.specials(template)));
+            }
+        }
+        env
+    }
+
     /// The argv and environment of one execute. The status file the manifest names is moved into
     /// the execute's own `temp` folder (wherever its path appears in argv), so that concurrent runs
     /// never share one and plugd reads it from nowhere else.
@@ -322,14 +367,8 @@ impl QciEntry {
                 }
             }
         }
-        let mut env = vec![
-            ("QCI_PLUGIN_RUNTIME".to_owned(), self.runtime.display().to_string()),
-            ("QCI_PLUGIN_EXECUTABLE".to_owned(), self.executable.clone()),
-            ("CI_ENV_FILE".to_owned(), outputs_file.display().to_string()),
-        ];
-        if let Ok(debug) = std::env::var("QCI_PLUGIN_DEBUG") {
-            env.push(("QCI_PLUGIN_DEBUG".to_owned(), debug));
-        }
+        let mut env = self.runtime_env();
+        env.push(("CI_ENV_FILE".to_owned(), outputs_file.display().to_string()));
         for (key, template) in &self.env {
             let value = match self.variable_named_by(template) {
                 Some(variable) => QciEntry::value(variable, inputs).unwrap_or_default(),

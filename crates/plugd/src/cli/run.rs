@@ -162,6 +162,15 @@ fn run_invocation(
     })?;
     let elapsed = started.elapsed();
     print_result(&invocation, elapsed, timed_out.then_some(options.timeout).flatten(), options.json);
+    if invocation.state == State::Success && !timed_out {
+        // Inside a CODING CI job, outputs reach the rest of the job as qci-plugin's do: appended to
+        // the job's `$CI_ENV_FILE`, which the Jenkinsfile reads with `readProperties`.
+        if let Some(path) = std::env::var_os("CI_ENV_FILE").filter(|p| !p.is_empty()) {
+            append_properties(Path::new(&path), &invocation.outputs).map_err(|e| {
+                CliError::Failed(anyhow::anyhow!("cannot append the outputs to CI_ENV_FILE {}: {e}", path.display()))
+            })?;
+        }
+    }
     Ok(ExitCode::from(match invocation.state {
         _ if timed_out => exit::TIMEOUT,
         State::Success => exit::SUCCESS,
@@ -306,6 +315,22 @@ fn format_duration(duration: Duration) -> String {
     }
 }
 
+/// Appends `outputs` to a Java properties file, one `KEY=VALUE` line each: text as it is, other
+/// values as JSON; backslashes and line breaks escaped so that every value stays on its line.
+fn append_properties(path: &Path, outputs: &Map<String, Value>) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut lines = String::new();
+    for (key, value) in outputs {
+        let text = match value {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        let escaped = text.replace('\\', "\\\\").replace('\n', "\\n").replace('\r', "\\r");
+        lines.push_str(&format!("{key}={escaped}\n"));
+    }
+    std::fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(lines.as_bytes())
+}
+
 fn print_result(invocation: &Invocation, elapsed: Duration, timed_out: Option<Duration>, as_json: bool) {
     let err = match timed_out {
         Some(limit) => {
@@ -396,6 +421,16 @@ mod tests {
         async fn execute(&self, _: Inputs, _: &mut Context<Empty>) -> Result<Outcome, PluginError> {
             Ok(Outcome::Success)
         }
+    }
+
+    #[test]
+    fn outputs_are_appended_as_properties_one_line_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ci.env");
+        std::fs::write(&path, "A=0\n").unwrap();
+        let outputs = json!({"text": "two\nlines\\", "n": 3, "list": ["a"]});
+        append_properties(&path, outputs.as_object().unwrap()).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "A=0\ntext=two\\nlines\\\\\nn=3\nlist=[\"a\"]\n");
     }
 
     fn parse(args: &[&str]) -> Result<(RunOptions, Value), String> {

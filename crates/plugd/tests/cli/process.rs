@@ -167,6 +167,8 @@ with open(os.environ["CI_ENV_FILE"], "a") as f:
     f.write("TOKEN=" + os.environ.get("DEMO_TOKEN", "") + "\n")
     f.write("CWD=" + os.getcwd() + "\n")
     f.write("SAME_STATUS=" + str(os.environ["DEMO_STATUS"] == status) + "\n")
+    from qciplugin import report_output
+    f.write("REPORTED=%s,%s\n" % (report_output({"title": "t", "description": "all good"}), report_output({"title": "no body"})))
 ok = "boom" not in args
 json.dump({"status": "success" if ok else "failure", "message": "arg1 was boom"}, open(status, "w"))
 "#;
@@ -190,6 +192,19 @@ fn qciplugin_yml_runs_unchanged() {
     assert_eq!(argv, json!(["--arg1", "hello world", "--mode", "fast", "--verbose", "true", "-l", "3", "prod"]));
     assert_eq!(outputs["TOKEN"], "s");
     assert_eq!(outputs["SAME_STATUS"], "True", "the status path is private in argv and entry.env alike");
+    assert_eq!(outputs["REPORTED"], "True,False", "qciplugin's report_output is there and checks its rules");
+    assert_eq!(out.json()["reports"], json!([{"title": "t", "description": "all good"}]));
+    assert!(out.stderr.contains("qciplugin: report_output: one of description, url"), "{}", out.stderr);
+    // In a CODING job, the outputs are appended to the job's CI_ENV_FILE too.
+    let job_env = dir.path().join("job.env");
+    std::fs::write(&job_env, "EARLIER=1\n").unwrap();
+    Plugd::new(&["run", folder, "--arg1", "x", "--token", "s2"])
+        .env("CI_ENV_FILE", job_env.to_str().unwrap())
+        .run()
+        .assert_code(0);
+    let job_env = std::fs::read_to_string(&job_env).unwrap();
+    assert!(job_env.starts_with("EARLIER=1\nARGV="), "{job_env}");
+    assert!(job_env.contains("\nTOKEN=s2\n"), "{job_env}");
     assert!(!plugin.join("status.json").exists(), "the status file lives in the execute's temp folder");
     assert!(out.stderr.contains("installing qci_demo"), "install commands run first: {}", out.stderr);
 
