@@ -337,7 +337,8 @@ impl Client {
             }
             self.send(Method::DELETE, &format!("{}{base}/{}", self.api, encode(branch)), None).await?;
         }
-        let body = json!({"name": branch, "push_access_level": 40, "merge_access_level": 40, "allow_force_push": false});
+        let body =
+            json!({"name": branch, "push_access_level": 40, "merge_access_level": 40, "allow_force_push": false});
         let _: Value = self.json(Method::POST, &base, Some(&body)).await?;
         Ok(if existing.is_some() { Protection::Replaced } else { Protection::Created })
     }
@@ -393,7 +394,9 @@ fn redirect_note(response: &Response) -> Option<String> {
     }
     let location = response.headers().get(reqwest::header::LOCATION)?.to_str().ok()?;
     let shown = location.split('?').next().unwrap_or_default();
-    Some(format!("GitLab redirects to {shown}; use that address as the GitLab URL (the token never follows a redirect)"))
+    Some(format!(
+        "GitLab redirects to {shown}; use that address as the GitLab URL (the token never follows a redirect)"
+    ))
 }
 
 /// Where a pipeline stands.

@@ -354,10 +354,7 @@ impl FakeGitlab {
             .route("/api/v4/projects/{project}/pipelines/{id}/jobs", get(jobs))
             .route("/api/v4/projects/{project}/jobs/{job}/trace", get(trace))
             .route("/api/v4/projects/{project}/protected_branches", post(protect))
-            .route(
-                "/api/v4/projects/{project}/protected_branches/{name}",
-                get(protected).delete(protected),
-            )
+            .route("/api/v4/projects/{project}/protected_branches/{name}", get(protected).delete(protected))
             .layer(middleware::from_fn_with_state(state.clone(), faults))
             .with_state(state.clone());
         tokio::spawn(async move {

@@ -183,7 +183,10 @@ mod tests {
     fn the_token_goes_only_to_the_gitlab_of_gitlab_url() {
         let configured = || Some("https://gitlab.example.com".to_owned());
         assert_eq!(gitlab_url(None, configured()).unwrap(), "https://gitlab.example.com");
-        assert_eq!(gitlab_url(Some("https://gitlab.example.com/"), configured()).unwrap(), "https://gitlab.example.com/");
+        assert_eq!(
+            gitlab_url(Some("https://gitlab.example.com/"), configured()).unwrap(),
+            "https://gitlab.example.com/"
+        );
         assert_eq!(
             gitlab_url(Some("http://gitlab.example.com"), configured()).unwrap_err(),
             "url http://gitlab.example.com is not the GitLab of GITLAB_URL (https://gitlab.example.com): \

@@ -15,9 +15,8 @@ pub fn clean(log: &str) -> String {
     // Compiled once: `clean` runs on every job log of every watched pipeline.
     // A marker ends at its `\r` (usually followed by `ESC[0K`), or at a colour code when a runner
     // left the `\r` out; the section header text after it stays.
-    static SECTIONS: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"section_(?:start|end):\d+:[^\r\n\x1b]*\r?(?:\x1b\[0K)?").expect("a valid regex")
-    });
+    static SECTIONS: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"section_(?:start|end):\d+:[^\r\n\x1b]*\r?(?:\x1b\[0K)?").expect("a valid regex"));
     static ANSI: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]").expect("a valid regex"));
     let log = SECTIONS.replace_all(log, "");
     let log = ANSI.replace_all(&log, "");

@@ -250,7 +250,8 @@ pub async fn install(
         std::fs::rename(&target, &previous).map_err(|e| io(&target.display().to_string(), e))?;
     }
     std::fs::rename(&staging, &target).map_err(|e| io(&target.display().to_string(), e))?;
-    let installed = load(&target, ProcessOptions { workspace: target.clone(), echo: true })?;
+    let installed =
+        load(&target, ProcessOptions { workspace: target.clone(), echo: true, ..ProcessOptions::default() })?;
     if let Err(e) = installed.install().await {
         let _ = std::fs::remove_dir_all(&target);
         if previous.exists() {

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use plugd_sdk::{PluginInfo, PluginSchemas};
 
-pub use plugin::{ProcessOptions, ProcessPlugin};
+pub use plugin::{ProcessOptions, ProcessPlugin, DEFAULT_PROCESS_TIMEOUT};
 pub use protocol::PROTOCOL_VERSION;
 
 /// A plugin folder that could not be loaded: which file, which line, which field, and why.
@@ -90,7 +90,7 @@ pub fn load(dir: &Path, options: ProcessOptions) -> Result<Arc<ProcessPlugin>, L
         };
         let schemas = PluginSchemas { inputs: m.inputs, context_inputs: m.context_inputs, outputs: m.outputs };
         let entry = plugin::Entry::Protocol { start: m.start, env: m.env.into_iter().collect() };
-        (info, schemas, entry, m.install, m.timeout)
+        (info, schemas, entry, m.install, m.timeout.unwrap_or(options.default_timeout))
     } else if dir.join("qciplugin.yml").is_file() {
         let q = qci::load(&dir)?;
         let info = PluginInfo {
@@ -104,7 +104,8 @@ pub fn load(dir: &Path, options: ProcessOptions) -> Result<Arc<ProcessPlugin>, L
         // qci plugins declare no context inputs or outputs schema.
         let empty = serde_json::json!({"type": "object", "properties": {}, "required": [], "definitions": {}});
         let schemas = PluginSchemas { inputs: q.inputs, context_inputs: empty.clone(), outputs: empty };
-        (info, schemas, plugin::Entry::Qci(q.entry), q.install, manifest::DEFAULT_TIMEOUT)
+        // qciplugin.yml has no timeout field.
+        (info, schemas, plugin::Entry::Qci(q.entry), q.install, options.default_timeout)
     } else {
         return Err(LoadError {
             file: dir,

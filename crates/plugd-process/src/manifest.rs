@@ -80,11 +80,9 @@ pub(crate) struct Manifest {
     pub(crate) install: Vec<Vec<String>>,
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) start: Vec<String>,
-    pub(crate) timeout: Duration,
+    /// `entry.timeout`; without it the runtime's default applies.
+    pub(crate) timeout: Option<Duration>,
 }
-
-/// Default timeout of one execute.
-pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 const CATEGORIES: [&str; 8] = ["build", "test", "security", "release", "message", "scm", "artifact", "other"];
 
@@ -220,8 +218,8 @@ pub(crate) fn load(dir: &Path) -> Result<Manifest, LoadError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| at(&["entry", "install"], e))?;
     let timeout = match &raw.entry.timeout {
-        Some(raw_timeout) => parse_timeout(raw_timeout).map_err(|e| at(&["entry", "timeout"], e))?,
-        None => DEFAULT_TIMEOUT,
+        Some(raw_timeout) => Some(parse_timeout(raw_timeout).map_err(|e| at(&["entry", "timeout"], e))?),
+        None => None,
     };
     for key in raw.entry.env.keys() {
         check_env_key(key, &[]).map_err(|e| at(&["entry", "env"], e))?;

@@ -21,11 +21,21 @@ pub struct ProcessOptions {
     pub workspace: PathBuf,
     /// Copy plugin output to plugd's standard error as it comes (`plugd run`).
     pub echo: bool,
+    /// How long one execute (or install command) may run when the manifest says nothing
+    /// (`qciplugin.yml` never does): 10 minutes unless set.
+    pub default_timeout: Duration,
 }
+
+/// The default of [`ProcessOptions::default_timeout`].
+pub const DEFAULT_PROCESS_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Default for ProcessOptions {
     fn default() -> ProcessOptions {
-        ProcessOptions { workspace: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")), echo: false }
+        ProcessOptions {
+            workspace: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            echo: false,
+            default_timeout: DEFAULT_PROCESS_TIMEOUT,
+        }
     }
 }
 

@@ -88,7 +88,7 @@ fn values(set: &[String]) -> CliResult<TemplateValues> {
 }
 
 fn load(builder: RegistryBuilder, file: &FileArgs) -> CliResult<(HooksFile, std::sync::Arc<plugd_core::Registry>)> {
-    let options = plugd_process::ProcessOptions { echo: true, ..Default::default() };
+    let options = super::plugins::process_options(true)?;
     let registry = super::plugins::build(super::plugins::with_installed(builder, &options))?;
     let hooks = HooksFile::load(&file.config, &registry).map_err(|e| CliError::Usage(e.to_string()))?;
     Ok((hooks, registry))

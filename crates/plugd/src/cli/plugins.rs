@@ -15,6 +15,18 @@ pub(crate) fn is_path(spec: &str) -> bool {
     spec.starts_with('.') || spec.contains('/') || Path::new(spec).is_dir()
 }
 
+/// How process plugins run: `echo` their output or not, with the default execute timeout from
+/// `PLUGD_PROCESS_TIMEOUT` (10 minutes without it).
+pub(crate) fn process_options(echo: bool) -> CliResult<ProcessOptions> {
+    let mut options = ProcessOptions { echo, ..ProcessOptions::default() };
+    if let Some(raw) = std::env::var("PLUGD_PROCESS_TIMEOUT").ok().filter(|raw| !raw.is_empty()) {
+        options.default_timeout = super::parse_duration(&raw)
+            .and_then(|d| if d.is_zero() { Err("must be more than zero".into()) } else { Ok(d) })
+            .map_err(|e| CliError::Usage(format!("PLUGD_PROCESS_TIMEOUT: {e}")))?;
+    }
+    Ok(options)
+}
+
 /// The plugin folder at `path`, as a usage error naming file and line when it does not load.
 pub(crate) fn load_folder(path: &Path, options: &ProcessOptions) -> CliResult<Arc<ProcessPlugin>> {
     plugd_process::load(path, options.clone()).map_err(|e| CliError::Usage(e.to_string()))

@@ -90,7 +90,7 @@ pub(crate) fn run(plugins: RegistryBuilder, args: RunArgs, verbose: bool) -> Cli
         return if args.options.help { Ok(ExitCode::SUCCESS) } else { Err(CliError::Usage("missing <PLUGIN>".into())) };
     };
     // Process plugins show their output as it comes.
-    let options = plugd_process::ProcessOptions { echo: true, ..Default::default() };
+    let options = super::plugins::process_options(true)?;
     let (registry, spec, folder) = super::plugins::for_spec(plugins, &spec, &options)?;
     let plugin = lookup(&registry, &spec)?;
     let input_fields = fields(&plugin.schemas.inputs);
@@ -165,8 +165,8 @@ fn run_invocation(
     if invocation.state == State::Success && !timed_out {
         // Inside a CODING CI job, outputs reach the rest of the job as qci-plugin's do: appended to
         // the job's `$CI_ENV_FILE`, which the Jenkinsfile reads with `readProperties`.
-        if let Some(path) = std::env::var_os("CI_ENV_FILE").filter(|p| !p.is_empty()) {
-            append_properties(Path::new(&path), &invocation.outputs).map_err(|e| {
+        if let Some(path) = std::env::var_os("CI_ENV_FILE").filter(|p| !p.is_empty()).map(PathBuf::from) {
+            append_properties(&path, &invocation.outputs).map_err(|e| {
                 CliError::Failed(anyhow::anyhow!("cannot append the outputs to CI_ENV_FILE {}: {e}", path.display()))
             })?;
         }

@@ -189,7 +189,7 @@ fn check_scope_shape(scope: &Value) -> Result<(), String> {
 pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) -> CliResult {
     let capture = LogCapture::new();
     super::init_logging_with(verbose, "info", Some(capture.clone()));
-    let options = plugd_process::ProcessOptions::default();
+    let options = super::plugins::process_options(false)?;
     let (builder, folders) = super::plugins::with_dirs(plugins, &args.plugins, &options)?;
     let registry = super::plugins::build(builder)?;
     let config = config(&args)?;

@@ -204,7 +204,8 @@ fn protect_and_unprotect_are_idempotent() {
     assert_eq!(out.stdout, "shop-web: release/1.2 was protected already; nothing to do\n");
     // Developers may push: the rule is replaced by one for maintainers only.
     gl.protect("platform/admin-web", "release/1.2", 30, 30);
-    let out = gitlab(&["protect", "--config", &cfg, "--project", "admin-web", "--branch", "release/1.2"]).assert_code(0);
+    let out =
+        gitlab(&["protect", "--config", &cfg, "--project", "admin-web", "--branch", "release/1.2"]).assert_code(0);
     assert_eq!(out.stdout, "admin-web: release/1.2 was protected with other access levels; its rule was replaced\n");
     assert_eq!(gl.protection("platform/admin-web", "release/1.2"), Some((40, 40)));
     let out =

@@ -308,7 +308,11 @@ fn cancel_stop_and_post_release_failures() {
     )
     .unwrap();
     let out = hooks(dir.path(), &["run", "pre_build", "--dry-run", "--set", "package.name=x"]).assert_code(0);
-    assert!(out.stdout.contains(r#"with: {"command":"echo","args":["Bearer <env.HOOK_SECRET>","x"]}"#), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(r#"with: {"command":"echo","args":["Bearer <env.HOOK_SECRET>","x"]}"#),
+        "{}",
+        out.stdout
+    );
     assert!(!out.stdout.contains("s3cret"), "{}", out.stdout);
     let out = hooks(dir.path(), &["run", "deploy"]).assert_code(2);
     assert_eq!(out.stderr, "error: unknown stage \"deploy\"; expected one of pre_build, pre_release, post_release\n");

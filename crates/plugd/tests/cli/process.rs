@@ -251,6 +251,20 @@ fn a_timeout_kills_the_whole_process_group() {
     std::thread::sleep(Duration::from_millis(200));
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     assert!(status.is_empty() || status.contains("State:\tZ"), "the background child {pid} survived: {status}");
+
+    // qciplugin.yml declares no timeout: PLUGD_PROCESS_TIMEOUT sets it (10 minutes without it).
+    let qci = dir.path().join("sleepy-qci");
+    write(&qci, "qciplugin.yml", "version: '1.0'\nid: sleepy_qci\nname: sleepy\nentry:\n  start: sleep 60\n");
+    let run = |timeout: &str| {
+        Plugd::new(&["run", qci.to_str().unwrap(), "--json"]).env("PLUGD_PROCESS_TIMEOUT", timeout).run()
+    };
+    let out = run("1s").assert_code(1);
+    assert_eq!(
+        out.json()["err"],
+        "plugin execute raise unexpected error: the plugin timed out after 1s; its process group was killed"
+    );
+    let out = run("0s").assert_code(2);
+    assert_eq!(out.stderr, "error: PLUGD_PROCESS_TIMEOUT: must be more than zero\n");
 }
 
 #[test]
