@@ -40,12 +40,28 @@ pub struct Package {
     /// Who released it (default: the current user).
     #[serde(default)]
     pub user: Option<String>,
+    /// Its resource handle, `{"key", "variables"}` (default: the filesystem repository's, with the
+    /// location read from `uri` = `<location>/<name>/<version>/package.py`).
+    #[serde(default)]
+    pub handle: Option<Value>,
+}
+
+impl Package {
+    /// The handle rez's filesystem repository gives a package.
+    fn filesystem_handle(&self) -> Value {
+        let uri = self.uri.as_deref().unwrap_or_default();
+        let suffix = format!("/{}/{}/package.py", self.name, self.version);
+        let location = uri.strip_suffix(&suffix).unwrap_or_default();
+        json!({"key": "filesystem.package", "variables": {
+            "location": location, "name": self.name, "repository_type": "filesystem", "version": self.version}})
+    }
 }
 
 /// Inputs of `amqp`.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct Inputs {
-    /// `amqp://user@host:port/vhost`; put the password in `password_env`, not here.
+    /// `amqp://user@host:port/vhost`; put the password in `password_env`, not here. `stdout`
+    /// publishes nothing: the message is only logged and returned (rez's special host).
     pub url: String,
     /// The environment variable holding the broker password.
     #[serde(default)]
@@ -97,6 +113,7 @@ pub fn release_message(inputs: &Inputs) -> Value {
             "version": package.version,
             "qualified_name": package.qualified_name.clone().unwrap_or_else(|| format!("{}-{}", package.name, package.version)),
             "uri": package.uri.clone().unwrap_or_default(),
+            "handle": package.handle.clone().unwrap_or_else(|| package.filesystem_handle()),
             "user": user,
         },
         "variants": inputs.variants,
@@ -105,6 +122,16 @@ pub fn release_message(inputs: &Inputs) -> Value {
         fields.extend(inputs.message_attributes.clone());
     }
     message
+}
+
+/// This machine's name, for the connection name.
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Percent-encodes everything but unreserved characters, for a password inside a URL.
@@ -145,13 +172,22 @@ impl Plugin for Amqp {
         .description("Publishes the release message (package, variants) to an AMQP exchange, with publisher confirms.");
 
     async fn execute(&self, inputs: Inputs, ctx: &mut Context<Empty>) -> Result<Outcome, PluginError> {
+        if inputs.url == "stdout" {
+            let message = release_message(&inputs);
+            tracing::info!(routing_key = %inputs.routing_key, "not published (url: stdout): {message}");
+            ctx.set_outputs(&Outputs { exchange: inputs.exchange, routing_key: inputs.routing_key, message })?;
+            return Ok(Outcome::Success);
+        }
         let password = Secret::load(inputs.password_env.as_deref(), inputs.password_file.as_deref(), "AMQP password")
             .map_err(PluginError::failed)?;
         let (url, shown) = urls(&inputs.url, password.as_ref()).map_err(PluginError::failed)?;
         let message = release_message(&inputs);
         let body = message.to_string();
         let publish = async {
-            let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
+            // Named as rez names its publishing connections, so brokers' admins see who it is.
+            let name = format!("rez.publish.{}", hostname());
+            let properties = ConnectionProperties::default().with_connection_name(name.into());
+            let connection = Connection::connect(&url, properties).await?;
             let channel = connection.create_channel().await?;
             channel.confirm_select(ConfirmSelectOptions::default()).await?;
             let properties = BasicProperties::default()

@@ -342,9 +342,17 @@ fn bad_configs_name_the_file_and_line() {
 
 #[test]
 fn amqp_publishes_the_release_message_with_confirms() {
+    let package = r#"{"name": "bar", "version": "2.0.0", "uri": "/packages/bar/2.0.0/package.py"}"#;
+    let handle = json!({"key": "filesystem.package", "variables":
+        {"location": "/packages", "name": "bar", "repository_type": "filesystem", "version": "2.0.0"}});
+    // rez's special host `stdout` publishes nothing and returns the message.
+    let out = Plugd::new(&["run", "amqp", "--url", "stdout", "--package", package, "--json"]).run().assert_code(0);
+    let message = out.json()["outputs"]["message"].clone();
+    assert_eq!(message["package"]["handle"], handle);
+    assert_eq!(message["variants"], json!([]));
+
     let Some(url) = amqp_url() else { return };
     let (queue, fetch) = amqp_queue(&url);
-    let package = r#"{"name": "bar", "version": "2.0.0", "uri": "/packages/bar/2.0.0/package.py"}"#;
     let out = Plugd::new(&["run", "amqp", "--url", &url, "--routing-key", &queue, "--package", package, "--json"])
         .run()
         .assert_code(0);
@@ -352,6 +360,7 @@ fn amqp_publishes_the_release_message_with_confirms() {
     let (message, _) = fetch();
     assert_eq!(message["package"]["qualified_name"], "bar-2.0.0");
     assert_eq!(message["package"]["uri"], "/packages/bar/2.0.0/package.py");
+    assert_eq!(message["package"]["handle"], handle);
     let bad = Plugd::new(&[
         "run",
         "amqp",
