@@ -1,4 +1,4 @@
-//! Signed callback URLs: `{base}/bk_plugin/callback/{token}/`.
+//! Signed callback URLs: `{base}/bk_plugin/callback/{token}/`, or `{callback_base}/callback/{token}/`.
 //!
 //! A token is `{trace_id}.{callback_id}.{expires_unix}.{signature}`, where the signature is the
 //! hex HMAC-SHA256 of the first three parts under a server secret. The token carries everything
@@ -21,14 +21,15 @@ pub const DEFAULT_CALLBACK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Clone)]
 pub struct SignedCallbacks {
     secret: Vec<u8>,
-    base_url: String,
+    /// What `/callback/{token}/` is appended to.
+    callback_base: String,
     ttl: Duration,
 }
 
 impl std::fmt::Debug for SignedCallbacks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the secret.
-        f.debug_struct("SignedCallbacks").field("base_url", &self.base_url).field("ttl", &self.ttl).finish()
+        f.debug_struct("SignedCallbacks").field("callback_base", &self.callback_base).field("ttl", &self.ttl).finish()
     }
 }
 
@@ -60,14 +61,22 @@ pub enum TokenError {
 type HmacSha256 = Hmac<Sha256>;
 
 impl SignedCallbacks {
-    /// Signs with `secret` and builds URLs under `base_url` (no trailing slash needed), valid for
+    /// Signs with `secret` and builds URLs as `{base_url}/bk_plugin/callback/{token}/` (no trailing
+    /// slash needed on `base_url`), valid for
     /// [`DEFAULT_CALLBACK_TTL`].
     pub fn new(secret: &[u8], base_url: &str) -> SignedCallbacks {
         SignedCallbacks {
             secret: secret.to_vec(),
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            callback_base: format!("{}/bk_plugin", base_url.trim_end_matches('/')),
             ttl: DEFAULT_CALLBACK_TTL,
         }
+    }
+
+    /// Builds URLs as `{callback_base}/callback/{token}/` instead: behind the BlueKing API gateway,
+    /// whose `callback` resource lives under the stage URL (`https://bkapi.example.com/api/app/prod`).
+    pub fn with_callback_base(mut self, callback_base: &str) -> SignedCallbacks {
+        self.callback_base = callback_base.trim_end_matches('/').to_owned();
+        self
     }
 
     /// Sets how long new URLs stay valid.
@@ -83,7 +92,7 @@ impl SignedCallbacks {
 
     /// The URL a token is posted to.
     pub fn url_for(&self, token: &str) -> String {
-        format!("{}/bk_plugin/callback/{token}/", self.base_url)
+        format!("{}/callback/{token}/", self.callback_base)
     }
 
     /// A token for `trace_id` and `callback_id` that expires at `expires_at` (Unix seconds).

@@ -14,6 +14,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The base URL callers reach this server at; callback URLs start with it.
     pub public_url: String,
+    /// Where callers post callbacks, `{callback_base}/callback/{token}/` [default:
+    /// `{public_url}/bk_plugin`]; behind the BlueKing API gateway, its stage URL.
+    pub callback_base: Option<String>,
     /// The plugin that also answers under `/bk_plugin/`.
     pub default_plugin: Option<String>,
     /// How many executes run at once.
@@ -72,6 +75,7 @@ impl ServerConfig {
         ServerConfig {
             listen,
             public_url: format!("http://{listen}"),
+            callback_base: None,
             default_plugin: None,
             workers: 64,
             secret: None,

@@ -135,6 +135,9 @@ async fn app_state(
         Some(secret) => secret.clone(),
         None => store.secret(SignedCallbacks::random_secret()).await?,
     };
-    let signer = SignedCallbacks::new(&secret, &config.public_url).with_ttl(config.callback_ttl);
+    let mut signer = SignedCallbacks::new(&secret, &config.public_url).with_ttl(config.callback_ttl);
+    if let Some(base) = &config.callback_base {
+        signer = signer.with_callback_base(base);
+    }
     Ok(AppState::new(registry, store, signer, config, logs))
 }

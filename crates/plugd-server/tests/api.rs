@@ -148,6 +148,21 @@ fn regex_like_time(text: &str) -> bool {
 }
 
 #[tokio::test]
+async fn callback_urls_can_point_at_the_api_gateway() {
+    let gateway = "https://bkapi.example.com/api/my-plugin/prod";
+    let server = TestServer::start(|c| c.callback_base = Some(gateway.into())).await;
+    let started = server.invoke("collector", "1.0.0", json!({}), json!({})).await;
+    let trace_id = started["trace_id"].as_str().unwrap();
+    let url = started["data"]["outputs"]["urls"][0].as_str().unwrap().to_owned();
+    let token = url.strip_prefix(&format!("{gateway}/callback/")).unwrap().trim_end_matches('/');
+    assert!(token.starts_with(&format!("{trace_id}.")), "{url}");
+    // The gateway's `callback/{token}/` resource reaches the server's own route.
+    let (status, body) = server.post(&format!("/bk_plugin/callback/{token}/"), r#"{"n": 1}"#).await;
+    assert_eq!((status, body), (200, json!({"result": true, "message": "callback success"})));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn callbacks_are_signed_single_use_and_refused_after_the_end() {
     let server = TestServer::start(|_| {}).await;
     let started = server.invoke("collector", "1.0.0", json!({}), json!({})).await;

@@ -28,6 +28,10 @@ pub(crate) struct ServeArgs {
     /// The URL callers reach this server at (callback URLs start with it) [default: http://<listen>].
     #[arg(long, env = "PLUGD_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Callback URLs are <callback-base>/callback/<token>/ [default: <public-url>/bk_plugin]; behind
+    /// the BlueKing API gateway, its stage URL (https://bkapi.example.com/api/<gateway>/<stage>).
+    #[arg(long, env = "PLUGD_CALLBACK_BASE")]
+    callback_base: Option<String>,
     /// Executes running at once.
     #[arg(long, env = "PLUGD_WORKERS", default_value_t = 64)]
     workers: usize,
@@ -113,11 +117,18 @@ fn parse_tokens(text: &str, source: &str) -> CliResult<Vec<(String, String)>> {
 
 fn config(args: &ServeArgs) -> CliResult<ServerConfig> {
     let mut config = ServerConfig::new(args.listen);
-    if let Some(url) = &args.public_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(CliError::Usage(format!("--public-url {url:?}: expected an http:// or https:// URL")));
+    let http_url = |flag: &str, url: &str| {
+        if url.starts_with("http://") || url.starts_with("https://") {
+            Ok(url.trim_end_matches('/').to_owned())
+        } else {
+            Err(CliError::Usage(format!("{flag} {url:?}: expected an http:// or https:// URL")))
         }
-        config.public_url = url.trim_end_matches('/').to_owned();
+    };
+    if let Some(url) = &args.public_url {
+        config.public_url = http_url("--public-url", url)?;
+    }
+    if let Some(url) = &args.callback_base {
+        config.callback_base = Some(http_url("--callback-base", url)?);
     }
     config.default_plugin = args.default_plugin.clone();
     config.workers = args.workers.max(1);
