@@ -185,8 +185,10 @@ fn variable(raw: &Yaml) -> Result<(Variable, Value, bool), String> {
         "text" => Kind::Text,
         "bool" => Kind::Bool,
         "choice" => {
-            let options =
-                get("options").and_then(Yaml::as_sequence).ok_or(format!("{name}: a choice needs options"))?;
+            let options = get("options")
+                .and_then(Yaml::as_sequence)
+                .filter(|o| !o.is_empty())
+                .ok_or(format!("{name}: a choice needs options"))?;
             let values = options
                 .iter()
                 .map(|o| match o {

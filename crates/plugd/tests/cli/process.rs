@@ -364,6 +364,11 @@ fn invalid_manifests_name_file_line_and_field() {
         ),
         (
             "qciplugin.yml",
+            "version: '1.0'\nid: q\nname: q\nvariables:\n  - {name: m, type: choice, options: []}\nentry: {start: run}\n",
+            "qciplugin.yml:4: variables: variable 1: m: a choice needs options\n",
+        ),
+        (
+            "qciplugin.yml",
             "version: '1.0'\nid: q\nname: q\nvariables:\n  - {name: m, type: number}\nentry: {start: run}\n",
             "qciplugin.yml:4: variables: variable 1: m: unknown type \"number\"; expected text, choice or bool\n",
         ),
