@@ -231,7 +231,10 @@ stages:
         assert_eq!(
             message,
             json!({
-                "package": {"name": "foo", "version": "1.2.0", "qualified_name": "foo-1.2.0", "uri": "", "user": "ci"},
+                "package": {"name": "foo", "version": "1.2.0", "qualified_name": "foo-1.2.0", "uri": "",
+                    "handle": {"key": "filesystem.package", "variables":
+                        {"location": "", "name": "foo", "repository_type": "filesystem", "version": "1.2.0"}},
+                    "user": "ci"},
                 "variants": [],
                 "source": "plugd",
             })
