@@ -337,8 +337,8 @@ impl QciEntry {
     }
 
     /// The argv and environment of one execute. The status file the manifest names is moved into
-    /// the execute's own `temp` folder (wherever its path appears in argv), so that concurrent runs
-    /// never share one and plugd reads it from nowhere else.
+    /// the execute's own `temp` folder (wherever its path appears in argv or `entry.env`), so that
+    /// concurrent runs never share one and plugd reads it from nowhere else.
     pub(crate) fn build(&self, inputs: &Value, workspace: &Path, outputs_file: &Path, temp: &Path) -> Built {
         let mut argv = Vec::new();
         for token in &self.start {
