@@ -67,7 +67,8 @@ impl TemplateValues {
         json!({
             "package": self.package,
             "release": self.release,
-            "system": {"user": user, "host": host, "time": time},
+            // `fqdn` is rez's name for the host (its emailer body says `{system.fqdn}`).
+            "system": {"user": user, "host": host, "fqdn": host, "time": time},
             "env": env,
             "steps": self.steps,
         })
@@ -170,5 +171,8 @@ mod tests {
         assert_eq!(v.render(&json!("x{{ steps.later.outputs.y }}"), Scope::DryRun).unwrap(), json!("x"));
         assert!(check(&json!("{{ unclosed")).unwrap_err().starts_with("bad template"));
         assert!(check(&json!({"a": ["{% if %}"]})).is_err());
+        let host = v.render(&json!("{{ system.host }}"), Scope::Run).unwrap();
+        assert_eq!(v.render(&json!("{{ system.fqdn }}"), Scope::Run).unwrap(), host);
+        assert_eq!(v.render(&json!("{{ env.PATH }}"), Scope::DryRun).unwrap(), json!("<env.PATH>"));
     }
 }
