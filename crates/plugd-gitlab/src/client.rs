@@ -339,8 +339,13 @@ impl Client {
         }
         let body =
             json!({"name": branch, "push_access_level": 40, "merge_access_level": 40, "allow_force_push": false});
-        let _: Value = self.json(Method::POST, &base, Some(&body)).await?;
-        Ok(if existing.is_some() { Protection::Replaced } else { Protection::Created })
+        match self.json::<Value>(Method::POST, &base, Some(&body)).await {
+            Ok(_) => Ok(if existing.is_some() { Protection::Replaced } else { Protection::Created }),
+            Err(e) if existing.is_some() => Err(GitlabError::new(format!(
+                "{e} (the old rule was deleted: {branch} stays unprotected until protect succeeds)"
+            ))),
+            Err(e) => Err(e),
+        }
     }
 
     /// Unprotects `branch`; returns whether it was protected.

@@ -156,6 +156,7 @@ async fn faults(State(state): State<Arc<FakeState>>, request: Request, next: Nex
         return message(StatusCode::UNAUTHORIZED, "401 Unauthorized");
     }
     let read = request.method() == axum::http::Method::GET;
+    let post = request.method() == axum::http::Method::POST;
     let fault = {
         let mut f = state.faults.lock().unwrap();
         if read && f.stalls > 0 {
@@ -170,7 +171,7 @@ async fn faults(State(state): State<Arc<FakeState>>, request: Request, next: Nex
         } else if read && f.server_errors > 0 {
             f.server_errors -= 1;
             4
-        } else if !read && f.post_server_errors > 0 {
+        } else if post && f.post_server_errors > 0 {
             f.post_server_errors -= 1;
             4
         } else {

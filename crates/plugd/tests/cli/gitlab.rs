@@ -208,6 +208,16 @@ fn protect_and_unprotect_are_idempotent() {
         gitlab(&["protect", "--config", &cfg, "--project", "admin-web", "--branch", "release/1.2"]).assert_code(0);
     assert_eq!(out.stdout, "admin-web: release/1.2 was protected with other access levels; its rule was replaced\n");
     assert_eq!(gl.protection("platform/admin-web", "release/1.2"), Some((40, 40)));
+    // A replacement that fails half-way says the branch is left unprotected.
+    gl.protect("platform/admin-web", "release/2", 30, 30);
+    gl.inject(Faults { post_server_errors: 1, ..Faults::default() });
+    let out = gitlab(&["protect", "--config", &cfg, "--project", "admin-web", "--branch", "release/2"]).assert_code(1);
+    assert!(
+        out.stderr.ends_with("(the old rule was deleted: release/2 stays unprotected until protect succeeds)\n"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(gl.protection("platform/admin-web", "release/2"), None);
     let out =
         gitlab(&["unprotect", "--config", &cfg, "--project", "shop-web", "--branch", "release/1.2"]).assert_code(0);
     assert_eq!(out.stdout, "shop-web: release/1.2 unprotected\n");
