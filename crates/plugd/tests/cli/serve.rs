@@ -319,6 +319,13 @@ fn bad_serve_configuration_is_a_usage_error() {
         "{}",
         out.stderr
     );
+    let out = Plugd::new(&["serve", "--db", &db_url, "--callback-base", "bkapi.example.com/prod"]).run().assert_code(2);
+    assert!(
+        out.stderr
+            .ends_with("error: --callback-base \"bkapi.example.com/prod\": expected an http:// or https:// URL\n"),
+        "{}",
+        out.stderr
+    );
     let out = Plugd::new(&["serve", "--db", &db_url, "--listen", "0.0.0.0:0"]).run().assert_code(2);
     assert!(out.stderr.contains("requires authentication"), "{}", out.stderr);
     let scope = dir.path().join("scope.json");
