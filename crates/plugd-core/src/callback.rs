@@ -62,8 +62,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 impl SignedCallbacks {
     /// Signs with `secret` and builds URLs as `{base_url}/bk_plugin/callback/{token}/` (no trailing
-    /// slash needed on `base_url`), valid for
-    /// [`DEFAULT_CALLBACK_TTL`].
+    /// slash needed on `base_url`), valid for [`DEFAULT_CALLBACK_TTL`].
     pub fn new(secret: &[u8], base_url: &str) -> SignedCallbacks {
         SignedCallbacks {
             secret: secret.to_vec(),
