@@ -284,9 +284,15 @@ fn protected_body(name: &str, (push, merge): (u64, u64)) -> Value {
         "allow_force_push": false, "code_owner_approval_required": false})
 }
 
+/// GitLab's 404 for a project it does not have.
+fn unknown_project(state: &FakeState, project: &str) -> Option<Response> {
+    let known = state.projects.lock().unwrap().contains_key(project);
+    (!known).then(|| message(StatusCode::NOT_FOUND, "404 Project Not Found"))
+}
+
 async fn project(State(state): State<Arc<FakeState>>, Path(project): Path<String>) -> Response {
-    if !state.projects.lock().unwrap().contains_key(&project) {
-        return message(StatusCode::NOT_FOUND, "404 Project Not Found");
+    if let Some(not_found) = unknown_project(&state, &project) {
+        return not_found;
     }
     Json(json!({"id": 1, "path_with_namespace": project})).into_response()
 }
@@ -296,8 +302,8 @@ async fn protect(
     Path(project): Path<String>,
     Json(body): Json<Value>,
 ) -> Response {
-    if !state.projects.lock().unwrap().contains_key(&project) {
-        return message(StatusCode::NOT_FOUND, "404 Project Not Found");
+    if let Some(not_found) = unknown_project(&state, &project) {
+        return not_found;
     }
     let name = body["name"].as_str().unwrap_or_default().to_owned();
     let levels = (body["push_access_level"].as_u64().unwrap_or(40), body["merge_access_level"].as_u64().unwrap_or(40));
@@ -314,8 +320,8 @@ async fn protected(
     method: axum::http::Method,
     Path((project, name)): Path<(String, String)>,
 ) -> Response {
-    if !state.projects.lock().unwrap().contains_key(&project) {
-        return message(StatusCode::NOT_FOUND, "404 Project Not Found");
+    if let Some(not_found) = unknown_project(&state, &project) {
+        return not_found;
     }
     let key = (project, name.clone());
     let levels = state.protected.lock().unwrap().get(&key).copied();

@@ -124,16 +124,6 @@ pub fn release_message(inputs: &Inputs) -> Value {
     message
 }
 
-/// This machine's name, for the connection name.
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// Percent-encodes everything but unreserved characters, for a password inside a URL.
 fn encode(text: &str) -> String {
     const RESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -172,8 +162,8 @@ impl Plugin for Amqp {
         .description("Publishes the release message (package, variants) to an AMQP exchange, with publisher confirms.");
 
     async fn execute(&self, inputs: Inputs, ctx: &mut Context<Empty>) -> Result<Outcome, PluginError> {
+        let message = release_message(&inputs);
         if inputs.url == "stdout" {
-            let message = release_message(&inputs);
             tracing::info!(routing_key = %inputs.routing_key, "not published (url: stdout): {message}");
             ctx.set_outputs(&Outputs { exchange: inputs.exchange, routing_key: inputs.routing_key, message })?;
             return Ok(Outcome::Success);
@@ -181,11 +171,11 @@ impl Plugin for Amqp {
         let password = Secret::load(inputs.password_env.as_deref(), inputs.password_file.as_deref(), "AMQP password")
             .map_err(PluginError::failed)?;
         let (url, shown) = urls(&inputs.url, password.as_ref()).map_err(PluginError::failed)?;
-        let message = release_message(&inputs);
         let body = message.to_string();
         let publish = async {
             // Named as rez names its publishing connections, so brokers' admins see who it is.
-            let name = format!("rez.publish.{}", hostname());
+            let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+            let name = format!("rez.publish.{host}");
             let properties = ConnectionProperties::default().with_connection_name(name.into());
             let connection = Connection::connect(&url, properties).await?;
             let channel = connection.create_channel().await?;

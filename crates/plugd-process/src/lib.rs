@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use plugd_sdk::{PluginInfo, PluginSchemas};
 
-pub use plugin::{ProcessOptions, ProcessPlugin, DEFAULT_PROCESS_TIMEOUT};
+pub use plugin::{ProcessOptions, ProcessPlugin};
 pub use protocol::PROTOCOL_VERSION;
 
 /// A plugin folder that could not be loaded: which file, which line, which field, and why.

@@ -217,10 +217,8 @@ pub(crate) fn load(dir: &Path) -> Result<Manifest, LoadError> {
         .map(CommandSpec::argv)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| at(&["entry", "install"], e))?;
-    let timeout = match &raw.entry.timeout {
-        Some(raw_timeout) => Some(parse_timeout(raw_timeout).map_err(|e| at(&["entry", "timeout"], e))?),
-        None => None,
-    };
+    let timeout =
+        raw.entry.timeout.as_deref().map(parse_timeout).transpose().map_err(|e| at(&["entry", "timeout"], e))?;
     for key in raw.entry.env.keys() {
         check_env_key(key, &[]).map_err(|e| at(&["entry", "env"], e))?;
     }

@@ -27,7 +27,7 @@ pub struct ProcessOptions {
 }
 
 /// The default of [`ProcessOptions::default_timeout`].
-pub const DEFAULT_PROCESS_TIMEOUT: Duration = Duration::from_secs(600);
+const DEFAULT_PROCESS_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Default for ProcessOptions {
     fn default() -> ProcessOptions {

@@ -56,7 +56,7 @@ pub(crate) fn check(value: &Value) -> Result<(), String> {
 impl TemplateValues {
     fn context(&self, scope: Scope) -> Value {
         let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_default();
-        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
         let time = chrono_like_now();
         let env: Map<String, Value> = std::env::vars()
             .map(|(k, v)| {
