@@ -114,7 +114,12 @@ impl SignedCallbacks {
         if !is_id(trace_id) || !is_id(callback_id) {
             return Err(TokenError::Malformed);
         }
+        // One spelling per token: digits without sign or leading zeros, lower-case hex, as issued.
         let expires_at: u64 = expires.parse().map_err(|_| TokenError::Malformed)?;
+        let is_lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if expires != expires_at.to_string() || !is_lower_hex(signature) {
+            return Err(TokenError::Malformed);
+        }
         let signature = hex::decode(signature).map_err(|_| TokenError::Malformed)?;
         let expected = self.mac(payload).finalize().into_bytes();
         if !bool::from(expected.as_slice().ct_eq(&signature)) {
@@ -182,6 +187,20 @@ mod tests {
         assert_eq!(signer.verify(&altered, now), Err(TokenError::BadSignature));
         for bad in ["", "abc", "a.b.c.d", &format!("{TRACE}.{ID}.x.00"), &format!("{TRACE}.{ID}.1.zz")] {
             assert_eq!(signer.verify(bad, now), Err(TokenError::Malformed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_the_issued_spelling_of_a_token_verifies() {
+        let signer = signer();
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let token = signer.token(TRACE, ID, 2_000);
+        let (payload, signature) = token.rsplit_once('.').unwrap();
+        let upper = format!("{payload}.{}", signature.to_ascii_uppercase());
+        let padded = token.replacen(".2000.", ".02000.", 1);
+        let signed = token.replacen(".2000.", ".+2000.", 1);
+        for variant in [upper, padded, signed] {
+            assert_eq!(signer.verify(&variant, now), Err(TokenError::Malformed), "{variant}");
         }
     }
 

@@ -97,6 +97,18 @@ impl RegistryBuilder {
         Ok(self)
     }
 
+    /// Drops every version of the plugins named in `names`.
+    pub fn without(mut self, names: &[&str]) -> RegistryBuilder {
+        self.plugins.retain(|added| {
+            let name = match added {
+                Added::Unchecked(plugin) => plugin.info().name,
+                Added::Checked(checked) => checked.info.name.clone(),
+            };
+            !names.contains(&name.as_str())
+        });
+        self
+    }
+
     /// Adds every plugin of another builder.
     pub fn extend(mut self, other: RegistryBuilder) -> RegistryBuilder {
         self.plugins.extend(other.plugins);

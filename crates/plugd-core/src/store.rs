@@ -53,6 +53,9 @@ pub struct StoredInvocation {
     pub attempt: i64,
     /// After this time the invocation fails instead of executing again.
     pub deadline_at: Option<Millis>,
+    /// The app whose credentials invoked it, when the server had credentials configured: only
+    /// that app may read its logs and reports.
+    pub created_by: Option<String>,
 }
 
 /// A new invocation after its first execute, as `invoke` accepts it.
@@ -70,6 +73,8 @@ pub struct NewInvocation {
     pub logs: String,
     /// Reports of the first execute, as stored (JSON objects).
     pub reports: Vec<Value>,
+    /// The calling app, when known (see [`StoredInvocation::created_by`]).
+    pub created_by: Option<String>,
 }
 
 /// An invocation claimed for one execute, with what triggers it.

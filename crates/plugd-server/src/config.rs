@@ -45,6 +45,13 @@ pub struct ServerConfig {
     pub finish_callback_timeout: Duration,
     /// Largest accepted request body.
     pub max_body: usize,
+    /// Connections open at once; at the cap, new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A connection whose request head has not arrived this long after it opened (or after its
+    /// previous response) is closed.
+    pub header_read_timeout: Duration,
+    /// A request whose body has not arrived this long after its head is answered 408.
+    pub body_read_timeout: Duration,
     /// Where report files are kept.
     pub reports_dir: std::path::PathBuf,
     /// Most bytes of files kept per report.
@@ -53,6 +60,8 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// Per plugin: the bk-plugin `allow_scope` (`{app_code: {"type": ..., "value": [...]}}`).
     pub allow_scope: BTreeMap<String, Value>,
+    /// `schedule` answers only credentialed callers, for their own app's invocations, as `logs` does.
+    pub private_schedule: bool,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -90,11 +99,40 @@ impl ServerConfig {
             finish_callback_backoff: Duration::from_secs(1),
             finish_callback_timeout: Duration::from_secs(30),
             max_body: 1024 * 1024,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
             reports_dir: std::path::PathBuf::from("plugd-reports"),
             max_report_bytes: 50 * 1024 * 1024,
             auth: AuthConfig::default(),
             allow_scope: BTreeMap::new(),
+            private_schedule: false,
         }
+    }
+
+    /// Whether the API is open to any caller: no credentials configured, listening on loopback.
+    pub fn is_open(&self) -> bool {
+        !self.auth.is_configured() && self.listen.ip().is_loopback()
+    }
+
+    /// The origins (`scheme://host[:port]`) of the URLs the server was told callers use.
+    pub(crate) fn declared_origins(&self) -> impl Iterator<Item = String> + '_ {
+        self.declared_urls().map(|url| url.origin().ascii_serialization())
+    }
+
+    /// The `Host` values (`host[:port]`) of the URLs the server was told callers use.
+    pub(crate) fn declared_hosts(&self) -> impl Iterator<Item = String> + '_ {
+        self.declared_urls().filter_map(|url| {
+            let host = url.host_str()?;
+            Some(match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            })
+        })
+    }
+
+    fn declared_urls(&self) -> impl Iterator<Item = reqwest::Url> + '_ {
+        std::iter::once(&self.public_url).chain(&self.callback_base).filter_map(|url| reqwest::Url::parse(url).ok())
     }
 }
 

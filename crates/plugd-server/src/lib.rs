@@ -19,6 +19,8 @@ Everything durable goes through a [`plugd_core::store::Store`]; everything about
 mod api;
 mod auth;
 pub mod config;
+mod guard;
+mod listener;
 mod logs;
 mod metrics;
 mod openapi;
@@ -105,12 +107,21 @@ pub async fn serve(
         tracing::info!("shutting down: no new requests or claims");
         http_stop.cancel();
     });
-    let served = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).await;
+    let config = &state.config;
+    listener::serve_http(
+        listener,
+        app,
+        config.max_connections,
+        config.header_read_timeout,
+        config.grace_period,
+        stop.clone(),
+    )
+    .await;
     stop.cancel();
     for task in background {
         let _ = task.await;
     }
-    served.map_err(ServeError::Io)
+    Ok(())
 }
 
 /// The router alone, over a state built from the same parts, for tests that call it in-process.

@@ -71,7 +71,7 @@ fn describe(method: &str, path: &str) -> (&'static str, Option<Value>, Value) {
 pub(crate) fn document(state: &AppState) -> Value {
     let mut paths = Map::new();
     for prefix in ["/bk_plugin", "/plugins/{plugin}/bk_plugin"] {
-        for (method, path, protected) in BK_ROUTES {
+        for (method, path, access) in BK_ROUTES {
             let (summary, request, data) = describe(method, path);
             let openapi_path = format!("{prefix}{}", path.replace("{*path}", "{path}"));
             let mut parameters: Vec<Value> = Vec::new();
@@ -90,7 +90,7 @@ pub(crate) fn document(state: &AppState) -> Value {
                 operation["requestBody"] =
                     json!({"required": true, "content": {"application/json": {"schema": schema}}});
             }
-            if *protected {
+            if access.is_protected(&state.config) {
                 operation["security"] = json!([{"bearer": []}, {"apigw": []}]);
             }
             let entry = paths.entry(openapi_path).or_insert_with(|| json!({}));

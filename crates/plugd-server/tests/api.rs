@@ -1,6 +1,9 @@
 //! The bk-plugin API of a real server over real sockets: every endpoint and error path of the contract.
 
 mod support;
+// What keeps `plugd serve` from being turned against its host, its tokens or its memory.
+#[path = "api/security.rs"]
+mod security;
 
 use std::time::Duration;
 
@@ -387,7 +390,14 @@ async fn openapi_metrics_and_health_match_the_server() {
         for method in operations.as_object().unwrap().keys() {
             let response = match method.as_str() {
                 "get" => server.client.get(format!("{}{concrete}", server.base)).send().await.unwrap(),
-                _ => server.client.post(format!("{}{concrete}", server.base)).body("{}").send().await.unwrap(),
+                _ => server
+                    .client
+                    .post(format!("{}{concrete}", server.base))
+                    .header("content-type", "application/json")
+                    .body("{}")
+                    .send()
+                    .await
+                    .unwrap(),
             };
             let (status, body) = support::decode(response).await;
             let fallback = body["message"].as_str().is_some_and(|m| m.starts_with("not found: "));

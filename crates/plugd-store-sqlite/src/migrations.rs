@@ -72,6 +72,8 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (trace_id, seq)
     ) STRICT;
     "#,
+    // 3: the app that created an invocation, which alone may read its logs and reports.
+    "ALTER TABLE invocations ADD COLUMN created_by TEXT;",
 ];
 
 /// The schema version this build writes.

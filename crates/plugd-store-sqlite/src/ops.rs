@@ -17,7 +17,7 @@ use crate::{data_error, sql_error};
 const MAX_LOG_BYTES: i64 = 64 * 1024;
 
 const COLUMNS: &str = "trace_id, plugin, version, state, invoke_count, inputs, context, storage, outputs, err, \
-                       created_at, updated_at, finish_at, next_run_at, lease_owner, lease_expires_at, attempt, deadline_at";
+                       created_at, updated_at, finish_at, next_run_at, lease_owner, lease_expires_at, attempt, deadline_at, created_by";
 
 type Res<T> = Result<T, StoreError>;
 
@@ -59,6 +59,7 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Res<StoredInvocation>> {
             lease_expires_at: row.get(15).map_err(sql_error)?,
             attempt: row.get(16).map_err(sql_error)?,
             deadline_at: row.get(17).map_err(sql_error)?,
+            created_by: row.get(18).map_err(sql_error)?,
         })
     })();
     Ok(parsed)
@@ -182,7 +183,7 @@ pub(crate) fn insert(conn: &Connection, new: &NewInvocation) -> Res<()> {
     let finish_at = state.is_final().then_some(new.now);
     let (storage, outputs) = (object_text(&inv.storage)?, object_text(&inv.outputs)?);
     conn.prepare_cached(&format!(
-        "INSERT INTO invocations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, NULL, NULL, 0, ?14)"
+        "INSERT INTO invocations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, NULL, NULL, 0, ?14, ?15)"
     ))
     .and_then(|mut s| {
         s.execute(params![
@@ -200,6 +201,7 @@ pub(crate) fn insert(conn: &Connection, new: &NewInvocation) -> Res<()> {
             finish_at,
             next,
             new.deadline_at,
+            new.created_by,
         ])
     })
     .map_err(sql_error)?;

@@ -32,6 +32,7 @@ fn new(inv: &Invocation, now: i64, next_run_at: Option<i64>) -> NewInvocation {
         deadline_at: None,
         logs: "first\n".into(),
         reports: vec![json!({"description": "first"})],
+        created_by: Some("bk_sops".into()),
     }
 }
 
@@ -61,6 +62,7 @@ async fn insert_get_and_conflict() {
     let stored = store.get(&inv.trace_id).await.unwrap().unwrap();
     assert_eq!(stored.invocation, inv);
     assert_eq!((stored.created_at, stored.finish_at, stored.next_run_at), (1_000, Some(1_000), None));
+    assert_eq!(stored.created_by.as_deref(), Some("bk_sops"));
     assert_eq!(store.logs(&inv.trace_id).await.unwrap().as_deref(), Some("first\n"));
     assert_eq!(store.reports(&inv.trace_id).await.unwrap(), Some(vec![json!({"description": "first"})]));
     assert_eq!(store.insert(new(&inv, 1_000, None)).await.unwrap_err().kind, StoreErrorKind::Conflict);

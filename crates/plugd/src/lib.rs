@@ -41,6 +41,12 @@ pub fn builtin() -> RegistryBuilder {
         .plugin(plugd_gitlab::GitlabPipeline)
 }
 
+/// The built-in plugins that act on the host or hold the server's credentials (they run programs,
+/// send mail and messages, reach GitLab with its token). `plugd run` and `plugd hooks` offer them,
+/// since their caller is the user; `plugd serve` serves them only when told to
+/// (`--enable-plugin`), because any caller of its API could otherwise use them.
+pub const SERVE_OPT_IN: &[&str] = &["command", "webhook", "email", "amqp", "gitlab-pipeline"];
+
 /// Runs the `plugd` command line over `plugins`, reading `std::env::args`.
 ///
 /// Returns the process exit code (see [`exit`]); a registry that fails its checks (a duplicate

@@ -128,7 +128,7 @@ pub(super) async fn invoke(
         "trace_id": trace_id,
     });
     let waits = !invocation.state.is_final();
-    let new = NewInvocation { invocation, now, next_run_at, deadline_at, logs, reports };
+    let new = NewInvocation { invocation, now, next_run_at, deadline_at, logs, reports, created_by: caller.app_code };
     // Accepted only once recorded: a crash before this line loses nothing the caller was told.
     if let Err(e) = state.store.insert(new).await {
         return executor_error(&e);

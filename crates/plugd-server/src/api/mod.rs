@@ -15,30 +15,55 @@ use std::collections::HashMap;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use plugd_core::store::{Millis, StoreError, StoredInvocation};
 use serde_json::{json, Value};
 
-use crate::auth::authenticate;
+use crate::auth::{authenticate, Caller};
+use crate::config::ServerConfig;
+use crate::guard;
 use crate::state::AppState;
 
-/// Every route, for the router and the OpenAPI document: method, path below the prefix, protected.
-pub(crate) const BK_ROUTES: &[(&str, &str, bool)] = &[
-    ("get", "/meta", false),
-    ("get", "/detail/{version}", false),
-    ("post", "/invoke/{version}", true),
-    ("get", "/schedule/{trace_id}", false),
-    ("post", "/callback/{token}", false),
-    ("get", "/logs/{trace_id}", true),
-    ("get", "/reports/{trace_id}", false),
-    ("get", "/reports/{trace_id}/{*path}", false),
-    ("post", "/cancel/{trace_id}", true),
-    ("post", "/plugin_api_dispatch", true),
-    ("get", "/plugin_api/{*path}", true),
-    ("post", "/plugin_api/{*path}", true),
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Anyone: the route reveals nothing private, or its signed token protects it.
+    Open,
+    /// Callers with credentials, when the server has any; reads answer only the creating app.
+    Authenticated,
+    /// `schedule`: open, because BK-SOPS reads it on the plugin host without credentials, unless
+    /// `--private-schedule` makes it [`Access::Authenticated`].
+    Schedule,
+}
+
+impl Access {
+    /// Whether callers must present credentials (on a server that has any).
+    pub(crate) fn is_protected(self, config: &ServerConfig) -> bool {
+        match self {
+            Access::Open => false,
+            Access::Authenticated => true,
+            Access::Schedule => config.private_schedule,
+        }
+    }
+}
+
+/// Every route, for the router and the OpenAPI document: method, path below the prefix, access.
+pub(crate) const BK_ROUTES: &[(&str, &str, Access)] = &[
+    ("get", "/meta", Access::Open),
+    ("get", "/detail/{version}", Access::Open),
+    ("post", "/invoke/{version}", Access::Authenticated),
+    ("get", "/schedule/{trace_id}", Access::Schedule),
+    ("post", "/callback/{token}", Access::Open),
+    ("get", "/logs/{trace_id}", Access::Authenticated),
+    ("get", "/reports/{trace_id}", Access::Authenticated),
+    ("get", "/reports/{trace_id}/{*path}", Access::Authenticated),
+    ("post", "/cancel/{trace_id}", Access::Authenticated),
+    ("post", "/plugin_api_dispatch", Access::Authenticated),
+    ("get", "/plugin_api/{*path}", Access::Authenticated),
+    ("post", "/plugin_api/{*path}", Access::Authenticated),
 ];
 
 /// The whole application.
@@ -53,11 +78,14 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body))
+        .layer(from_fn_with_state(state.clone(), crate::listener::body_deadline))
+        .layer(from_fn_with_state(state.clone(), guard::same_origin_only))
         .with_state(state)
 }
 
+/// The handler of a route; every `post` requires a JSON body (see [`guard::require_json`]).
 fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
-    match (method, path) {
+    let route = match (method, path) {
         ("get", "/meta") => get(invoke::meta),
         ("get", "/detail/{version}") => get(invoke::detail),
         ("post", "/invoke/{version}") => post(invoke::invoke),
@@ -71,6 +99,11 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("get", "/plugin_api/{*path}") => get(plugin_api::direct),
         ("post", "/plugin_api/{*path}") => post(plugin_api::direct),
         _ => unreachable!("every route in BK_ROUTES has a handler"),
+    };
+    if method == "post" {
+        route.layer(from_fn(guard::require_json))
+    } else {
+        route
     }
 }
 
@@ -78,8 +111,8 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
 fn bk_routes(state: &AppState) -> Router<AppState> {
     let mut open = Router::new();
     let mut protected = Router::new();
-    for (method, path, is_protected) in BK_ROUTES {
-        let router = if *is_protected { &mut protected } else { &mut open };
+    for (method, path, access) in BK_ROUTES {
+        let router = if access.is_protected(&state.config) { &mut protected } else { &mut open };
         let mut r = std::mem::take(router).route(path, handler(method, path));
         if !path.contains("{*") {
             r = r.route(&format!("{path}/"), handler(method, path));
@@ -111,6 +144,8 @@ pub(crate) fn fail(status: StatusCode, message: &str, trace_id: Option<&str>) ->
 pub(crate) struct Scoped {
     pub(crate) plugin: String,
     pub(crate) params: HashMap<String, String>,
+    /// Who is calling, on routes that authenticate.
+    caller: Option<Caller>,
 }
 
 impl Scoped {
@@ -119,14 +154,25 @@ impl Scoped {
         self.params.get(name).map(String::as_str).unwrap_or_default()
     }
 
-    /// The invocation `trace_id` when it is one of this plugin's: another plugin's is as unknown
-    /// as a missing one.
+    /// The invocation `trace_id` when it is one of this plugin's and, on a route that
+    /// authenticates a server with credentials, one the caller's app created: another plugin's or
+    /// another app's is as unknown as a missing one.
     pub(crate) async fn invocation(
         &self,
         state: &AppState,
         trace_id: &str,
     ) -> Result<Option<StoredInvocation>, StoreError> {
-        Ok(state.store.get(trace_id).await?.filter(|s| s.invocation.plugin == self.plugin))
+        let stored = state.store.get(trace_id).await?;
+        Ok(stored.filter(|s| s.invocation.plugin == self.plugin && self.may_see(state, s)))
+    }
+
+    fn may_see(&self, state: &AppState, stored: &StoredInvocation) -> bool {
+        match &self.caller {
+            Some(caller) if state.config.auth.is_configured() => {
+                stored.created_by.is_none() || stored.created_by == caller.app_code
+            }
+            _ => true,
+        }
     }
 }
 
@@ -138,7 +184,7 @@ impl FromRequestParts<AppState> for Scoped {
             .await
             .map_err(|e| fail(StatusCode::BAD_REQUEST, &format!("invalid path: {e}"), None))?;
         let plugin = scope(state, &params)?;
-        Ok(Scoped { plugin, params })
+        Ok(Scoped { plugin, params, caller: parts.extensions.get::<Caller>().cloned() })
     }
 }
 

@@ -17,7 +17,12 @@ impl Plugin for Racer {
         match ctx.callback.clone() {
             None => {
                 let prepared = ctx.prepare_callback()?;
-                let response = reqwest::Client::new().post(&prepared.url).body(r#"{"raced": true}"#).send().await?;
+                let response = reqwest::Client::new()
+                    .post(&prepared.url)
+                    .header("content-type", "application/json")
+                    .body(r#"{"raced": true}"#)
+                    .send()
+                    .await?;
                 if !response.status().is_success() {
                     return Err(PluginError::failed(format!("own callback refused: {}", response.status())));
                 }

@@ -90,17 +90,33 @@ impl TestServer {
         self.post_with(path, body, &[]).await
     }
 
+    /// POSTs `body` as JSON, unless `headers` name another `Content-Type`.
     pub(crate) async fn post_with(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut request = self.client.post(format!("{}{path}", self.base)).body(body.to_owned());
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        decode(request.send().await.unwrap()).await
+        self.request_url("POST", &format!("{}{path}", self.base), body, headers).await
     }
 
     /// POSTs to an absolute URL (a callback URL).
     pub(crate) async fn post_url(&self, url: &str, body: &str) -> (u16, Value) {
-        decode(self.client.post(url).body(body.to_owned()).send().await.unwrap()).await
+        self.request_url("POST", url, body, &[]).await
+    }
+
+    /// Any request; a body goes as JSON unless `headers` name another `Content-Type`.
+    pub(crate) async fn request_url(
+        &self,
+        method: &str,
+        url: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.client.request(method, url).body(body.to_owned());
+        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+            request = request.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        decode(request.send().await.unwrap()).await
     }
 
     /// Invokes and returns the response.

@@ -175,6 +175,11 @@ pub(crate) fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(raw).map_err(|e| format!("{e} (expected e.g. 90s, 5m, 1h30m)"))
 }
 
+/// [`parse_duration`], refusing zero.
+pub(crate) fn parse_positive_duration(raw: &str) -> Result<std::time::Duration, String> {
+    parse_duration(raw).and_then(|d| if d.is_zero() { Err("must be more than zero".into()) } else { Ok(d) })
+}
+
 /// A single-threaded runtime: enough for one local run, and the fastest to start.
 pub(crate) fn runtime() -> CliResult<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()

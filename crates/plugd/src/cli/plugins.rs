@@ -20,8 +20,7 @@ pub(crate) fn is_path(spec: &str) -> bool {
 pub(crate) fn process_options(echo: bool) -> CliResult<ProcessOptions> {
     let mut options = ProcessOptions { echo, ..ProcessOptions::default() };
     if let Some(raw) = std::env::var("PLUGD_PROCESS_TIMEOUT").ok().filter(|raw| !raw.is_empty()) {
-        options.default_timeout = super::parse_duration(&raw)
-            .and_then(|d| if d.is_zero() { Err("must be more than zero".into()) } else { Ok(d) })
+        options.default_timeout = super::parse_positive_duration(&raw)
             .map_err(|e| CliError::Usage(format!("PLUGD_PROCESS_TIMEOUT: {e}")))?;
     }
     Ok(options)

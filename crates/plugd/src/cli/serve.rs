@@ -14,7 +14,7 @@ use plugd_server::{AuthConfig, LogCapture, ServerConfig};
 use plugd_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use serde_json::Value;
 
-use super::{parse_duration, CliError, CliResult};
+use super::{parse_duration, parse_positive_duration, CliError, CliResult};
 
 /// Arguments of `plugd serve`; each can also come from the environment variable named.
 #[derive(Debug, Args)]
@@ -68,6 +68,23 @@ pub(crate) struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PLUGD_MAX_BODY", default_value_t = 1024 * 1024)]
     max_body: usize,
+    /// Connections open at once; beyond it, new connections wait to be accepted.
+    #[arg(long, env = "PLUGD_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Close a connection whose request head has not arrived within this time.
+    #[arg(long, env = "PLUGD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    header_read_timeout: Duration,
+    /// Answer 408 to a request whose body has not arrived within this time.
+    #[arg(long, env = "PLUGD_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    body_read_timeout: Duration,
+    /// Also serve this built-in plugin that acts on the host or holds credentials (command, webhook,
+    /// email, amqp, gitlab-pipeline); repeat, or comma-separate in PLUGD_ENABLE_PLUGINS.
+    #[arg(long = "enable-plugin", env = "PLUGD_ENABLE_PLUGINS", value_delimiter = ',', value_name = "NAME")]
+    enable_plugins: Vec<String>,
+    /// `schedule` answers only callers with credentials, for their own app's invocations (as `logs`
+    /// does); BK-SOPS then needs to call it through the API gateway.
+    #[arg(long, env = "PLUGD_PRIVATE_SCHEDULE")]
+    private_schedule: bool,
     /// SQLite durability: normal survives crashes, full also power loss.
     #[arg(long, env = "PLUGD_SQLITE_SYNCHRONOUS", value_enum, default_value_t = SyncMode::Normal)]
     sqlite_synchronous: SyncMode,
@@ -142,6 +159,10 @@ fn config(args: &ServeArgs) -> CliResult<ServerConfig> {
     config.finish_callback_backoff = args.finish_callback_backoff;
     config.finish_callback_timeout = args.finish_callback_timeout;
     config.max_body = args.max_body;
+    config.max_connections = args.max_connections as usize;
+    config.header_read_timeout = args.header_read_timeout;
+    config.body_read_timeout = args.body_read_timeout;
+    config.private_schedule = args.private_schedule;
 
     let mut tokens = Vec::new();
     if let Ok(text) = std::env::var("PLUGD_AUTH_TOKENS") {
@@ -197,11 +218,34 @@ fn check_scope_shape(scope: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// The built-in plugins of [`crate::SERVE_OPT_IN`] that `--enable-plugin` does not name.
+fn disabled_plugins(enabled: &[String]) -> CliResult<Vec<&'static str>> {
+    if let Some(unknown) = enabled.iter().find(|name| !crate::SERVE_OPT_IN.contains(&name.as_str())) {
+        return Err(CliError::Usage(format!(
+            "--enable-plugin {unknown:?}: only these plugins need enabling: {}",
+            crate::SERVE_OPT_IN.join(", ")
+        )));
+    }
+    Ok(crate::SERVE_OPT_IN.iter().copied().filter(|name| !enabled.iter().any(|e| e == name)).collect())
+}
+
+/// Makes this process's memory and environment (`/proc/<pid>/environ`, `mem`, `maps`) unreadable to
+/// other processes of the same user, plugins included, as ssh-agent does: they hold the tokens and
+/// the callback secret.
+fn protect_process_memory() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!("cannot make the process non-dumpable: {e}");
+    }
+}
+
 pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) -> CliResult {
     let capture = LogCapture::new();
     super::init_logging_with(verbose, "info", Some(capture.clone()));
+    protect_process_memory();
+    let disabled = disabled_plugins(&args.enable_plugins)?;
     let options = super::plugins::process_options(false)?;
-    let (builder, folders) = super::plugins::with_dirs(plugins, &args.plugins, &options)?;
+    let (builder, folders) = super::plugins::with_dirs(plugins.without(&disabled), &args.plugins, &options)?;
     let registry = super::plugins::build(builder)?;
     let config = config(&args)?;
     plugd_server::check_config(&config, &registry).map_err(|e| CliError::Usage(e.to_string()))?;
@@ -241,6 +285,9 @@ pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) ->
             names.join(", "),
             path.display()
         );
+        if !disabled.is_empty() {
+            eprintln!("plugd serve: not serving {} (see --enable-plugin)", disabled.join(", "));
+        }
         plugd_server::serve(listener, config, registry.clone(), Arc::new(store), capture, shutdown_signal())
             .await
             .context("the server stopped")?;

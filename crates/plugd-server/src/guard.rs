@@ -1,0 +1,118 @@
+//! What keeps web pages away from a server on loopback.
+//!
+//! A server on loopback is reachable by every page its user's browser opens: a page may post to
+//! `http://127.0.0.1:8000` cross-site (a "simple" request needs no CORS preflight), and a page on a
+//! name the attacker controls may re-point that name at 127.0.0.1 (DNS rebinding) and read the
+//! answers as same-origin. Two rules close both doors:
+//! - every state-changing request must say `Content-Type: application/json`, which a browser only
+//!   sends cross-site after a CORS preflight, and plugd grants none;
+//! - an open server (no credentials) answers only requests whose `Host` is a loopback name or
+//!   address (or the host of its configured public URL) and whose `Origin`, when present, is its own.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::api::fail;
+use crate::state::AppState;
+
+/// Refuses a state-changing request whose body is not declared as JSON, with 415.
+pub(crate) async fn require_json(request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) || is_json(request.headers()) {
+        return next.run(request).await;
+    }
+    let got = match request.headers().get(header::CONTENT_TYPE) {
+        Some(value) => format!("got {:?}", String::from_utf8_lossy(value.as_bytes())),
+        None => "got none".to_owned(),
+    };
+    fail(StatusCode::UNSUPPORTED_MEDIA_TYPE, &format!("Content-Type must be application/json ({got})"), None)
+}
+
+/// `application/json`, with or without parameters such as `charset`.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+/// On an open server, refuses (403) a request from a foreign `Host` or `Origin`.
+pub(crate) async fn same_origin_only(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !state.config.is_open() {
+        return next.run(request).await;
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if let Some(host) = host {
+        if !is_loopback_host(host) && !state.config.declared_hosts().any(|h| h.eq_ignore_ascii_case(host)) {
+            let message = format!(
+                "Host {host:?} is not this server's: an open server (no credentials configured) answers \
+                 only loopback names and its --public-url"
+            );
+            return fail(StatusCode::FORBIDDEN, &message, None);
+        }
+    }
+    if let Some(origin) = request.headers().get(header::ORIGIN) {
+        let origin = String::from_utf8_lossy(origin.as_bytes());
+        let own = host.is_some_and(|host| {
+            ["http://", "https://"].iter().any(|scheme| origin.eq_ignore_ascii_case(&format!("{scheme}{host}")))
+        }) || state.config.declared_origins().any(|o| o.eq_ignore_ascii_case(&origin));
+        if !own {
+            let message = format!(
+                "Origin {origin:?} is not this server's: an open server (no credentials configured) refuses \
+                 cross-site requests"
+            );
+            return fail(StatusCode::FORBIDDEN, &message, None);
+        }
+    }
+    next.run(request).await
+}
+
+/// `localhost`, a name under `.localhost`, or a loopback address, with an optional port.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[::1]:8000`
+        Some(rest) => match rest.split_once(']') {
+            Some((address, "")) => address,
+            Some((address, port)) if port.strip_prefix(':').is_some_and(is_port) => address,
+            _ => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_port(text: &str) -> bool {
+    text.parse::<u16>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["localhost", "LOCALHOST:8000", "127.0.0.1", "127.1.2.3:80", "[::1]", "[::1]:8000", "app.localhost"]
+        {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in
+            ["evil.example", "evil.example:8000", "10.0.0.1", "[::2]:80", "localhost.evil.example", "127.0.0.1:x", ""]
+        {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The accept loop: HTTP/1.1 connections with a cap and a header deadline, so slow or silent
+//! clients cannot use up file descriptors, memory or tasks.
+//!
+//! `axum::serve` has neither: a client that opens a connection and sends half a request holds it,
+//! with its task and buffers, forever. Here a semaphore bounds open connections (at the cap the
+//! loop stops accepting and the kernel's backlog queues newcomers), hyper closes a connection whose
+//! request head has not arrived within `header_read_timeout` (also between keep-alive requests),
+//! and `body_deadline` answers 408 to a body that does not arrive in time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::fail;
+use crate::state::AppState;
+
+/// Serves `app` on `listener` until `stop`, then lets open requests finish within `grace`.
+pub(crate) async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    max_connections: usize,
+    header_read_timeout: Duration,
+    grace: Duration,
+    stop: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = stop.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors or memory, or a connection reset before accept: back off
+                    // and try again rather than spin or stop serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that goes away mid-request is its own business.
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after the grace period are closed");
+    }
+}
+
+/// Reads a request's body within the configured time; 413 at once when `Content-Length` announces
+/// more than the limit, 408 when the body does not arrive in time.
+pub(crate) async fn body_deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.config.max_body;
+    let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        return fail(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large", None);
+    }
+    let (parts, body) = request.into_parts();
+    let timeout = state.config.body_read_timeout;
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) if is_length_limit(&e) => {
+            return fail(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large", None)
+        }
+        Ok(Err(e)) => return fail(StatusCode::BAD_REQUEST, &format!("cannot read the request body: {e}"), None),
+        Err(_) => {
+            let message = format!("the request body did not arrive within {}", humantime::format_duration(timeout));
+            return fail(StatusCode::REQUEST_TIMEOUT, &message, None);
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}

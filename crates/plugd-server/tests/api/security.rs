@@ -1,0 +1,241 @@
+//! Probes an attacker would send: cross-site and rebinding requests, reads of another app's
+//! invocations, callback tokens in other spellings or under other plugins, slow clients.
+
+use std::time::{Duration, Instant};
+
+use plugd_server::AuthConfig;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::TestServer;
+
+const BODY: &str = r#"{"inputs": {"name": "x"}, "context": {}}"#;
+
+/// Sends `head` (request line and headers, without the blank line) and `body` on a fresh
+/// connection; returns the status and the JSON body.
+async fn raw(server: &TestServer, head: &str, body: &str) -> (u16, Value) {
+    let address = server.base.strip_prefix("http://").unwrap();
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let request = format!("{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await.unwrap().unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())))
+}
+
+fn tokens(pairs: &[(&str, &str)]) -> AuthConfig {
+    AuthConfig { tokens: pairs.iter().map(|(a, t)| (a.to_string(), t.to_string())).collect(), jwt_key: None }
+}
+
+#[tokio::test]
+async fn state_changing_requests_must_declare_json() {
+    let server = TestServer::start(|_| {}).await;
+    let started = server.invoke("approval", "1.0.0", json!({}), json!({})).await;
+    let trace_id = started["trace_id"].as_str().unwrap();
+    let callback = started["data"]["outputs"]["callback_url"].as_str().unwrap();
+    let posts = [
+        format!("{}/plugins/command/bk_plugin/invoke/1.0.0", server.base),
+        format!("{}/bk_plugin/invoke/2.0.0", server.base),
+        callback.to_owned(),
+        format!("{}/plugins/approval/bk_plugin/cancel/{trace_id}", server.base),
+        format!("{}/bk_plugin/plugin_api_dispatch", server.base),
+        format!("{}/bk_plugin/plugin_api/greetings", server.base),
+    ];
+    // What a page may send cross-site without a CORS preflight.
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        for url in &posts {
+            let (status, body) = server.request_url("POST", url, BODY, &[("content-type", content_type)]).await;
+            assert_eq!(status, 415, "{url} {content_type}");
+            assert_eq!(body["message"], format!("Content-Type must be application/json (got {content_type:?})"));
+        }
+    }
+    // A no-cors fetch without a body sends no Content-Type at all.
+    let response = server.client.post(&posts[3]).send().await.unwrap();
+    let (status, body) = crate::support::decode(response).await;
+    assert_eq!((status, body["message"].clone()), (415, json!("Content-Type must be application/json (got none)")));
+    // Nothing was cancelled or called back.
+    let (_, schedule) = server.get(&format!("/plugins/approval/bk_plugin/schedule/{trace_id}")).await;
+    assert_eq!(schedule["data"]["state"], 3);
+    let (status, _) =
+        server.request_url("POST", &posts[1], BODY, &[("content-type", "Application/JSON; charset=utf-8")]).await;
+    assert_eq!(status, 200, "parameters and case do not matter");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_open_server_answers_only_its_own_hosts_and_origins() {
+    let server = TestServer::start(|c| c.public_url = "http://plugd.internal:8000".into()).await;
+    let port = server.base.rsplit(':').next().unwrap().to_owned();
+    let invoke = "POST /bk_plugin/invoke/2.0.0 HTTP/1.1\r\nContent-Type: application/json";
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        "plugd.internal:8000".into(),
+    ] {
+        let (status, body) = raw(&server, &format!("{invoke}\r\nHost: {host}"), BODY).await;
+        assert_eq!((status, body["data"]["state"].clone()), (200, json!(4)), "{host}");
+    }
+    // DNS rebinding: the page's own name, now pointing at 127.0.0.1.
+    for request in
+        [format!("{invoke}\r\nHost: evil.example:{port}"), "GET /bk_plugin/meta HTTP/1.1\r\nHost: evil.example".into()]
+    {
+        let (status, body) = raw(&server, &request, BODY).await;
+        assert_eq!(status, 403, "{request}");
+        assert!(body["message"].as_str().unwrap().starts_with("Host \"evil.example"), "{body}");
+    }
+    // Cross-site: a foreign page's origin, or a sandboxed one's `null`.
+    for origin in ["http://evil.example", "null", &format!("http://localhost:{}", port.parse::<u16>().unwrap() + 1)] {
+        let request = format!("{invoke}\r\nHost: 127.0.0.1:{port}\r\nOrigin: {origin}");
+        let (status, body) = raw(&server, &request, BODY).await;
+        assert_eq!(status, 403, "{origin}");
+        assert!(body["message"].as_str().unwrap().starts_with("Origin"), "{body}");
+    }
+    for origin in [format!("http://127.0.0.1:{port}"), "http://plugd.internal:8000".into()] {
+        let request = format!("{invoke}\r\nHost: 127.0.0.1:{port}\r\nOrigin: {origin}");
+        assert_eq!(raw(&server, &request, BODY).await.0, 200, "{origin}");
+    }
+    // Credentials a proxy or gateway forwards mean nothing to an open server: ignored, not refused.
+    let (status, _) = server.post_with("/bk_plugin/invoke/2.0.0", BODY, &[("authorization", "Bearer gateway")]).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+
+    // With credentials, a proxy in front may use any name: tokens, not names, decide.
+    let behind_proxy = TestServer::start(|c| c.auth = tokens(&[("ci", "tok-ci")])).await;
+    let request =
+        "POST /bk_plugin/invoke/2.0.0 HTTP/1.1\r\nContent-Type: application/json\r\nHost: plugd.example.com\r\n\
+                   Authorization: Bearer tok-ci";
+    assert_eq!(raw(&behind_proxy, request, BODY).await.0, 200);
+    behind_proxy.stop().await;
+}
+
+#[tokio::test]
+async fn logs_and_reports_answer_only_the_app_that_invoked() {
+    for private_schedule in [false, true] {
+        let owner = TestServer::start(|c| {
+            c.auth = tokens(&[("sops", "tok-sops"), ("other", "tok-other")]);
+            c.private_schedule = private_schedule;
+        })
+        .await;
+        let server = &owner;
+        const NONE: &[(&str, &str)] = &[];
+        const SOPS: &[(&str, &str)] = &[("authorization", "Bearer tok-sops")];
+        const OTHER: &[(&str, &str)] = &[("authorization", "Bearer tok-other")];
+        let (status, started) = server.post_with("/bk_plugin/invoke/2.0.0", BODY, SOPS).await;
+        assert_eq!(status, 200);
+        let trace_id = started["trace_id"].as_str().unwrap();
+        let get = |path: String, headers: &'static [(&'static str, &'static str)]| async move {
+            server.request_url("GET", &format!("{}{path}", server.base), "", headers).await
+        };
+        let mut reads = vec![format!("/bk_plugin/logs/{trace_id}"), format!("/bk_plugin/reports/{trace_id}")];
+        if private_schedule {
+            reads.push(format!("/bk_plugin/schedule/{trace_id}"));
+        } else {
+            let (status, schedule) = get(format!("/bk_plugin/schedule/{trace_id}"), NONE).await;
+            assert_eq!((status, schedule["result"].clone()), (200, json!(true)), "schedule stays open by default");
+        }
+        for path in &reads {
+            let (status, body) = get(path.clone(), NONE).await;
+            assert_eq!(status, 401, "{path} {body}");
+            let (status, body) = get(path.clone(), OTHER).await;
+            assert_eq!((status, body["result"].clone()), (200, json!(false)), "{path}: another app's invocation");
+            assert_eq!(body["data"], Value::Null);
+            let (status, body) = get(path.clone(), SOPS).await;
+            assert_eq!((status, body["result"].clone()), (200, json!(true)), "{path}");
+        }
+        let (status, _) = get(format!("/bk_plugin/reports/{trace_id}/1-1/index.html"), NONE).await;
+        assert_eq!(status, 401);
+        // Nor may another app cancel it.
+        let countdown = json!({"inputs": {"from": 50, "interval_ms": 1000}, "context": {}}).to_string();
+        let (_, started) = server.post_with("/plugins/countdown/bk_plugin/invoke/1.0.0", &countdown, SOPS).await;
+        let cancel = format!("/plugins/countdown/bk_plugin/cancel/{}", started["trace_id"].as_str().unwrap());
+        assert_eq!(server.post_with(&cancel, "{}", OTHER).await.0, 404);
+        assert_eq!(server.post_with(&cancel, "{}", SOPS).await.0, 200);
+        owner.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_callback_token_works_only_as_issued_and_under_its_own_plugin() {
+    let server = TestServer::start(|_| {}).await;
+    let started = server.invoke("approval", "1.0.0", json!({}), json!({})).await;
+    let url = started["data"]["outputs"]["callback_url"].as_str().unwrap().to_owned();
+    let token = url.trim_end_matches('/').rsplit('/').next().unwrap().to_owned();
+    let (payload, signature) = token.rsplit_once('.').unwrap();
+    let upper = format!("{}/bk_plugin/callback/{payload}.{}/", server.base, signature.to_ascii_uppercase());
+    let (status, body) = server.post_url(&upper, r#"{"approved": true}"#).await;
+    assert_eq!((status, body["result"].clone()), (400, json!(false)));
+    assert!(body["message"].as_str().unwrap().ends_with("malformed callback token"), "{body}");
+    let elsewhere = format!("{}/plugins/hello/bk_plugin/callback/{token}/", server.base);
+    let (status, body) = server.post_url(&elsewhere, r#"{"approved": true}"#).await;
+    assert_eq!(status, 400);
+    assert!(body["message"].as_str().unwrap().ends_with("not a callback of plugin hello"), "{body}");
+    let own = format!("{}/plugins/approval/bk_plugin/callback/{token}/", server.base);
+    assert_eq!(server.post_url(&own, r#"{"approved": true}"#).await.0, 200);
+    server.stop().await;
+}
+
+/// Whether the server closed `stream` (EOF or reset) within `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buffer = [0u8; 1024];
+    let deadline = Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline.into(), stream.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // A 408 or similar before closing is fine.
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_and_silent_clients_are_cut_off() {
+    let server = TestServer::start(|c| {
+        c.header_read_timeout = Duration::from_millis(300);
+        c.body_read_timeout = Duration::from_millis(300);
+        c.max_connections = 8;
+    })
+    .await;
+    let address = server.base.strip_prefix("http://").unwrap().to_owned();
+    let mut silent = TcpStream::connect(&address).await.unwrap();
+    let mut half = TcpStream::connect(&address).await.unwrap();
+    half.write_all(b"POST /bk_plugin/invoke/2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(3)).await, "a connection that sends nothing");
+    assert!(closed_within(&mut half, Duration::from_secs(3)).await, "a request head that never ends");
+
+    // A body announced far beyond the limit is refused at once, not waited for.
+    let started = Instant::now();
+    let head = "POST /bk_plugin/invoke/2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+                Content-Length: 1000000000000\r\n\r\n{}";
+    let mut stream = TcpStream::connect(&address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut response)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&response[..n]).starts_with("HTTP/1.1 413"));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // A body that stops arriving is answered 408.
+    let head = "POST /bk_plugin/invoke/2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+                Content-Length: 100\r\n\r\n{\"inputs\"";
+    let mut stream = TcpStream::connect(&address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut response)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&response[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("the request body did not arrive within 300ms"), "{text}");
+
+    // Far more half-sent requests than connections allowed: the server still answers.
+    let mut attackers = Vec::new();
+    for _ in 0..64 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n").await;
+        attackers.push(stream);
+    }
+    let health = tokio::time::timeout(Duration::from_secs(15), server.get("/healthz")).await;
+    assert_eq!(health.expect("/healthz answers while slow clients wait"), (200, json!({"status": "ok"})));
+    drop(attackers);
+    server.stop().await;
+}
