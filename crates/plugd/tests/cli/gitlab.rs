@@ -260,7 +260,8 @@ fn the_gitlab_pipeline_plugin_runs_locally_and_resumes_after_a_restart() {
 
     // Under serve: a crash in the middle of a watch resumes the same pipeline.
     let (_db_dir, db) = database();
-    let server = Server::start_env(&db, &[], &[("GITLAB_TOKEN", TOKEN), ("GITLAB_URL", url.as_str())]);
+    let enable = ["--enable-plugin", "gitlab-pipeline"];
+    let server = Server::start_env(&db, &enable, &[("GITLAB_TOKEN", TOKEN), ("GITLAB_URL", url.as_str())]);
     // A caller cannot send the server's token elsewhere.
     let elsewhere = json!({"url": "http://192.0.2.1:9", "project": "platform/shop-web"});
     let refused = server.invoke("gitlab-pipeline", "1.0.0", elsewhere, json!({})).unwrap();
@@ -276,7 +277,7 @@ fn the_gitlab_pipeline_plugin_runs_locally_and_resumes_after_a_restart() {
     assert_eq!(started["data"]["state"], 2);
     let trace_id = started["trace_id"].as_str().unwrap().to_owned();
     server.kill_9();
-    let server = Server::start_env(&db, &[], &[("GITLAB_TOKEN", TOKEN), ("GITLAB_URL", url.as_str())]);
+    let server = Server::start_env(&db, &enable, &[("GITLAB_TOKEN", TOKEN), ("GITLAB_URL", url.as_str())]);
     let done = server.wait_final("gitlab-pipeline", &trace_id);
     assert_eq!(done["outputs"]["image_tag"], "3.1", "{done}");
     let pipelines = gl.created().len();

@@ -18,6 +18,9 @@ mod describe;
 /// `plugd serve` as a process: restarts, `kill -9`, finish callbacks, bad configuration.
 mod serve;
 
+/// `plugd serve` probed as an attacker would: host-acting plugins, token theft, slow clients.
+mod security;
+
 /// Plugins in any language: plugin.yaml, qciplugin.yml, `plugd new`, safety limits.
 mod process;
 

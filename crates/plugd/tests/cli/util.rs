@@ -94,12 +94,17 @@ pub(crate) fn post(url: &str, body: &str) -> (u16, String) {
 
 /// Sends one HTTP/1.1 request; `None` if the server could not be reached.
 pub(crate) fn try_request(method: &str, url: &str, body: &str) -> Option<(u16, String)> {
+    try_request_with(method, url, body, "")
+}
+
+/// The same, with `headers` (`Name: value` lines, each ending in CRLF) added.
+pub(crate) fn try_request_with(method: &str, url: &str, body: &str, headers: &str) -> Option<(u16, String)> {
     let rest = url.strip_prefix("http://")?;
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let mut stream = TcpStream::connect(host).ok()?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).ok()?;
     let request = format!(
-        "{method} /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+        "{method} /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{headers}\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -123,6 +128,11 @@ impl Running {
     /// The child, still running.
     pub(crate) fn child(&mut self) -> &mut Child {
         self.0.as_mut().expect("the child is still held")
+    }
+
+    /// Its process id.
+    pub(crate) fn id(&self) -> u32 {
+        self.0.as_ref().expect("the child is still held").id()
     }
 
     /// The child, no longer killed on drop.
