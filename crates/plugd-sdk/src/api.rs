@@ -1,6 +1,7 @@
 //! Data-source APIs a plugin serves under `bk_plugin/plugin_api/` (the `PluginAPIView` of the
 //! Python kit): form widgets call them to fill choices.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -40,6 +41,9 @@ pub struct ApiRequest {
     pub body: Value,
     /// The calling user, when the gateway or `plugin_api_dispatch` says.
     pub username: Option<String>,
+    /// The request headers a plugin may read, names in lower case: `bk-plugin-*` (which BK-SOPS
+    /// forwards), the API gateway's `x-bkapi-*` other than credentials, and `accept-language`.
+    pub headers: BTreeMap<String, String>,
 }
 
 /// A failed plugin API call: an HTTP status and a message.

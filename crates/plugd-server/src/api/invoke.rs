@@ -117,13 +117,9 @@ pub(super) async fn invoke(
     invocation.apply(step);
     let deadline_at = state.config.deadline.map(|d| millis_after(now, d));
     let reports = state.keep_reports(&trace_id, invocation.invoke_count, invocation.reports.clone()).await;
-    let outputs = match invocation.state {
-        InvocationState::Fail => Value::Null,
-        _ => Value::Object(invocation.outputs.clone()),
-    };
     let reply = json!({
         "result": true,
-        "data": {"outputs": outputs, "state": invocation.state.code(), "err": invocation.err},
+        "data": {"outputs": wire_outputs(&invocation), "state": invocation.state.code(), "err": invocation.err},
         "message": "success",
         "trace_id": trace_id,
     });
@@ -160,7 +156,7 @@ pub(super) async fn schedule(State(state): State<AppState>, scoped: Scoped) -> R
             "trace_id": invocation.trace_id,
             "plugin_version": invocation.version,
             "state": invocation.state.code(),
-            "outputs": invocation.outputs,
+            "outputs": wire_outputs(&invocation),
             "err": invocation.err.unwrap_or_default(),
             "created_at": format_time(stored.created_at),
             "finish_at": stored.finish_at.map(format_time).unwrap_or_default(),
@@ -169,4 +165,15 @@ pub(super) async fn schedule(State(state): State<AppState>, scoped: Scoped) -> R
         "message": "",
     }))
     .into_response()
+}
+
+/// The `outputs` callers read: always an object (BKFlow reads `outputs.get("err")` on FAIL and
+/// crashes on `null`; Tencent's Go runtime also answers an object), on FAIL with `err` beside what
+/// the plugin set, unless the plugin set an `err` output itself.
+fn wire_outputs(invocation: &Invocation) -> Value {
+    let mut outputs = invocation.outputs.clone();
+    if invocation.state == InvocationState::Fail && !outputs.contains_key("err") {
+        outputs.insert("err".into(), json!(invocation.err.as_deref().unwrap_or_default()));
+    }
+    Value::Object(outputs)
 }

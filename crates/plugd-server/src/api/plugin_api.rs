@@ -1,7 +1,7 @@
 //! Plugin data-source APIs: `plugin_api/{path}` directly, and `plugin_api_dispatch`, which wraps the
 //! reply in the envelope (as BK-SOPS expects).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -30,6 +30,7 @@ pub(super) async fn direct(
     Query(query): Query<HashMap<String, String>>,
     Extension(caller): Extension<Caller>,
     method: Method,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let plugin = scoped.plugin.clone();
@@ -47,12 +48,19 @@ pub(super) async fn direct(
         Err(rejection) => return body_error(rejection),
     };
     let query: Map<String, Value> = query.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-    let request = ApiRequest { method: api_method, path: path.to_owned(), query, body, username: caller.username };
+    let request = ApiRequest {
+        method: api_method,
+        path: path.to_owned(),
+        query,
+        body,
+        username: caller.username,
+        headers: readable_headers(&headers),
+    };
     match route.call(request).await {
         Ok(reply) => Json(reply).into_response(),
         Err(e) => {
             let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (status, Json(json!({"result": false, "message": e.message}))).into_response()
+            fail(status, &e.message, None)
         }
     }
 }
@@ -103,17 +111,21 @@ pub(super) async fn dispatch(
         },
         Some(_) => return invalid("dumped_data: expected a string"),
     }
-    // As in the Python framework, the query string of a GET url is replaced by `data`.
-    let path = rest.split('?').next().unwrap_or_default().trim_matches('/');
+    let (path, url_query) = rest.split_once('?').unwrap_or((rest, ""));
+    let path = path.trim_matches('/');
     let Some(route) = find(&state, &plugin, method, path) else {
         return fail(StatusCode::NOT_FOUND, &format!("404 error: {url}"), Some(&trace_id));
     };
     let username = request.get("username").and_then(Value::as_str).map(str::to_owned).or(caller.username);
+    // As Django's RequestFactory builds the request: a GET's `data` replaces the url's query unless
+    // it is empty; a POST keeps the url's query and sends `data` as its body.
     let (query, body) = match method {
+        ApiMethod::Get if data.is_empty() => (parse_query(url_query), Value::Null),
         ApiMethod::Get => (data.into_iter().map(|(key, value)| (key, query_value(value))).collect(), Value::Null),
-        ApiMethod::Post => (Map::new(), Value::Object(data)),
+        ApiMethod::Post => (parse_query(url_query), Value::Object(data)),
     };
-    let api_request = ApiRequest { method, path: path.to_owned(), query, body, username };
+    let api_request =
+        ApiRequest { method, path: path.to_owned(), query, body, username, headers: readable_headers(&headers) };
     match route.call(api_request).await {
         Ok(reply) => {
             Json(json!({"result": true, "data": reply, "message": "success", "trace_id": trace_id})).into_response()
@@ -140,4 +152,24 @@ fn query_value(value: Value) -> Value {
         },
         other => other.to_string(),
     })
+}
+
+/// A query string's parameters, decoded; a repeated name keeps its last value, as Django's
+/// `QueryDict.get` does.
+fn parse_query(query: &str) -> Map<String, Value> {
+    form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), Value::String(v.into_owned()))).collect()
+}
+
+/// The headers a plugin API may read (see [`ApiRequest::headers`]): never credentials.
+fn readable_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.as_str();
+            name.starts_with("bk-plugin-")
+                || name == "accept-language"
+                || (name.starts_with("x-bkapi-") && !matches!(name, "x-bkapi-jwt" | "x-bkapi-authorization"))
+        })
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect()
 }

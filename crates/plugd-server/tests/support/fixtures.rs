@@ -83,6 +83,16 @@ impl Plugin for Logger {
         }
         Ok(Outcome::Success)
     }
+
+    /// `echo`: what the plugin API sees of its request.
+    fn api_routes(&self) -> Vec<plugd_sdk::ApiRoute> {
+        let echo = |request: plugd_sdk::ApiRequest| async move {
+            Ok(
+                json!({"query": request.query, "body": request.body, "username": request.username, "headers": request.headers}),
+            )
+        };
+        vec![plugd_sdk::ApiRoute::get("echo", echo), plugd_sdk::ApiRoute::post("echo", echo)]
+    }
 }
 
 /// Inputs of `reporter`.
