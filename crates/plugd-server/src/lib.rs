@@ -17,6 +17,7 @@ Everything durable goes through a [`plugd_core::store::Store`]; everything about
 #![allow(clippy::result_large_err)]
 
 mod api;
+pub mod apigw;
 mod auth;
 pub mod config;
 mod guard;

@@ -1,5 +1,6 @@
 //! The `plugd` command line: clap arguments, then one small function per command.
 
+mod apigw;
 mod describe;
 mod gitlab;
 mod home;
@@ -74,6 +75,8 @@ enum Command {
     Hooks(hooks::HooksArgs),
     /// GitLab batch CI: run pipelines across projects and collect image tags; protect branches.
     Gitlab(gitlab::GitlabArgs),
+    /// The BlueKing API gateway: the resources to import for a plugd server.
+    Apigw(apigw::ApigwArgs),
 }
 
 /// A command's failure, with its exit code.
@@ -132,6 +135,7 @@ pub(crate) fn main(plugins: RegistryBuilder, argv: impl IntoIterator<Item = OsSt
         Command::New(new_args) => home::new(new_args),
         Command::Hooks(hooks_args) => hooks::hooks(plugins, hooks_args),
         Command::Gitlab(gitlab_args) => gitlab::gitlab(gitlab_args),
+        Command::Apigw(apigw_args) => apigw::apigw(plugins, apigw_args),
     };
     match result {
         Ok(code) => code,

@@ -361,3 +361,34 @@ fn bad_serve_configuration_is_a_usage_error() {
     let out = Plugd::new(&["serve", "--db", "/nonexistent/dir/plugd.db"]).run().assert_code(1);
     assert!(out.stderr.contains("cannot open the database /nonexistent/dir/plugd.db"), "{}", out.stderr);
 }
+
+#[test]
+fn apigw_resources_forward_to_routes_the_server_answers() {
+    let out = Plugd::new(&["apigw", "resources", "--plugin", "countdown"]).run().assert_code(0);
+    let document: Value = serde_yaml_ng::from_str(&out.stdout).unwrap();
+    let paths = document["paths"].as_object().unwrap();
+    let names: Vec<&str> = paths
+        .values()
+        .flat_map(|methods| methods.as_object().unwrap().values())
+        .map(|operation| operation["operationId"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["invoke", "callback", "schedule", "plugin_api_dispatch", "meta", "detail", "plugin_api"]);
+    let (_dir, db) = database();
+    let server = Server::start(&db, &[]);
+    for methods in paths.values() {
+        for (method, operation) in methods.as_object().unwrap() {
+            let resource = &operation["x-bk-apigateway-resource"];
+            let backend = resource["backend"]["path"].as_str().unwrap();
+            assert!(backend.starts_with("/plugins/countdown/bk_plugin/"), "{backend}");
+            let mut path = backend.replace("{version}", "1.0.0").replace("{trace_id}", "0").replace("{token}", "x");
+            if resource["matchSubpath"] == true {
+                path.push_str("greetings");
+            }
+            let method = if method == "x-bk-apigateway-method-any" { "GET" } else { &method.to_uppercase() };
+            let (status, body) = crate::util::try_request(method, &format!("{}{path}", server.base), "{}").unwrap();
+            assert!(!body.contains("not found: /") && status != 405, "{method} {path}: {status} {body}");
+        }
+    }
+    let out = Plugd::new(&["apigw", "resources", "--plugin", "nope"]).run().assert_code(2);
+    assert!(out.stderr.contains("error: --plugin \"nope\" is not a plugin"), "{}", out.stderr);
+}
