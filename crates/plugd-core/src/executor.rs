@@ -1,6 +1,7 @@
 //! One execute of an invocation: validation, the plugin call, and the state it leads to.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,13 +11,14 @@ use plugd_sdk::{Callback, CallbackPreparer, ExecuteError, ExecuteRequest, Outcom
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
-use crate::{transition, Invocation, Registry, Trigger};
+use crate::{coerce, transition, Invocation, Registry, Trigger};
 
 /// Runs executes against a registry; knows nothing about where invocations are kept.
 #[derive(Clone)]
 pub struct Executor {
     registry: Arc<Registry>,
     callbacks: Arc<dyn CallbackPreparer>,
+    coerce_inputs: bool,
 }
 
 /// The result of one execute, to be applied to the invocation (and persisted by a store).
@@ -34,6 +36,9 @@ pub struct Step {
     pub err: Option<String>,
     /// In state POLL, when to execute again.
     pub poll_after: Option<Duration>,
+    /// In state CALLBACK, how long to wait for a callback before failing; `None` waits as long as the
+    /// runtime's default allows.
+    pub callback_timeout: Option<Duration>,
     /// Reports attached by this execute (kept even when it failed).
     pub reports: Vec<Report>,
 }
@@ -48,6 +53,7 @@ impl Step {
             outputs,
             err: Some(err),
             poll_after: None,
+            callback_timeout: None,
             reports: Vec::new(),
         }
     }
@@ -71,7 +77,29 @@ pub enum StepError {
 impl Executor {
     /// An executor over `registry` whose plugins get callback URLs from `callbacks`.
     pub fn new(registry: Arc<Registry>, callbacks: Arc<dyn CallbackPreparer>) -> Executor {
-        Executor { registry, callbacks }
+        Executor { registry, callbacks, coerce_inputs: false }
+    }
+
+    /// Whether each execute converts inputs and context inputs the way pydantic v1 does (`"3"`
+    /// for an integer, `123` for a string, `"yes"` for a boolean, `null` for an optional field: see
+    /// [`crate::coerce`]) before validating them, as the Python framework does for BK-SOPS and
+    /// BKFlow; the plugin is handed the converted values. Off by default: `plugd serve` turns it
+    /// on, `plugd run` and hooks keep their typed flags.
+    pub fn coerce_inputs(mut self, on: bool) -> Executor {
+        self.coerce_inputs = on;
+        self
+    }
+
+    /// Converts a new invocation's inputs and context inputs in place, as every execute of this
+    /// executor will (nothing happens when it does not convert, or the plugin is unknown): what a
+    /// keeper of records calls before storing it, so the record holds what the plugin sees.
+    pub fn coerce_invocation(&self, invocation: &mut Invocation) {
+        if !self.coerce_inputs {
+            return;
+        }
+        let Ok(plugin) = self.registry.get(&invocation.plugin, Some(&invocation.version)) else { return };
+        invocation.inputs = coerce(&plugin.schemas.inputs, std::mem::take(&mut invocation.inputs));
+        invocation.context = coerce(&plugin.schemas.context_inputs, std::mem::take(&mut invocation.context));
     }
 
     /// The registry it runs plugins from.
@@ -120,11 +148,17 @@ impl Executor {
                 return fail(format!("plugin execute raise unexpected error: {e}"), storage, outputs);
             }
         };
-        if let Err(e) = plugin.inputs.validate(&invocation.inputs) {
+        let (inputs, context) = if self.coerce_inputs {
+            let inputs = coerce(&plugin.schemas.inputs, invocation.inputs.clone());
+            (Cow::Owned(inputs), Cow::Owned(coerce(&plugin.schemas.context_inputs, invocation.context.clone())))
+        } else {
+            (Cow::Borrowed(&invocation.inputs), Cow::Borrowed(&invocation.context))
+        };
+        if let Err(e) = plugin.inputs.validate(&inputs) {
             let (storage, outputs) = unchanged();
             return fail(format!("inputs validation error: {e}"), storage, outputs);
         }
-        if let Err(e) = plugin.context_inputs.validate(&invocation.context) {
+        if let Err(e) = plugin.context_inputs.validate(&context) {
             let (storage, outputs) = unchanged();
             return fail(format!("context validation error: {e}"), storage, outputs);
         }
@@ -134,8 +168,8 @@ impl Executor {
             trace_id: invocation.trace_id.clone(),
             state: invocation.state,
             invoke_count,
-            inputs: invocation.inputs.clone(),
-            context: invocation.context.clone(),
+            inputs: inputs.into_owned(),
+            context: context.into_owned(),
             storage: invocation.storage.clone(),
             outputs: invocation.outputs.clone(),
             callback,
@@ -156,15 +190,16 @@ impl Executor {
         let (storage, outputs, reports) = (response.storage, response.outputs, response.reports);
         // Reports of a failed execute still tell what happened.
         let fail = |err: String, storage, outputs| Step { reports: reports.clone(), ..fail(err, storage, outputs) };
-        let (state, poll_after) = match response.result {
+        let (state, poll_after, callback_timeout) = match response.result {
             Ok(Outcome::Success) => {
                 if let Err(e) = plugin.outputs.validate(&Value::Object(outputs.clone())) {
                     return fail(format!("outputs validation error: {e}"), storage, outputs);
                 }
-                (State::Success, None)
+                (State::Success, None, None)
             }
-            Ok(Outcome::Poll(after)) => (State::Poll, Some(after)),
-            Ok(Outcome::Callback) => (State::Callback, None),
+            Ok(Outcome::Poll(after)) => (State::Poll, Some(after), None),
+            Ok(Outcome::Callback) => (State::Callback, None, None),
+            Ok(Outcome::CallbackWithin(timeout)) => (State::Callback, None, Some(timeout)),
             Err(ExecuteError::Inputs(e)) => {
                 let (storage, outputs) = unchanged();
                 return fail(format!("inputs validation error: {e}"), storage, outputs);
@@ -184,7 +219,7 @@ impl Executor {
         };
         let state = transition(invocation.state, state).expect("execute runs only in EMPTY, POLL or CALLBACK");
         tracing::debug!(%state, ?poll_after, "plugin execute done");
-        Step { state, invoke_count, storage, outputs, err: None, poll_after, reports }
+        Step { state, invoke_count, storage, outputs, err: None, poll_after, callback_timeout, reports }
     }
 }
 

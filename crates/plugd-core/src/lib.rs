@@ -9,6 +9,8 @@ The plugd runtime core: everything between a request to run a plugin and its out
   state machine of the bk-plugin contract (EMPTY → POLL/CALLBACK → SUCCESS/FAIL), the invoke count,
   storage and outputs carry-over, and the error prefixes. It persists nothing: `plugd run` keeps the
   invocation in memory, `plugd serve` writes each step to its store.
+- [`coerce`] converts inputs the way pydantic v1 does (`"3"` for an integer), for `plugd serve`'s
+  callers written against the Python framework.
 - [`SignedCallbacks`] issues and verifies HMAC-signed callback URLs.
 
 # Example
@@ -39,14 +41,17 @@ assert_eq!(invocation.state, plugd_sdk::State::Success);
 #![deny(missing_docs)]
 
 mod callback;
+mod coerce;
 mod executor;
 mod invocation;
 mod registry;
+pub mod schedule;
 mod state;
 pub mod store;
 mod validate;
 
 pub use callback::{CallbackClaims, SignedCallbacks, TokenError, DEFAULT_CALLBACK_TTL};
+pub use coerce::coerce;
 pub use executor::{Executor, Step, StepError};
 pub use invocation::{new_trace_id, Invocation, Trigger};
 pub use plugd_sdk::{is_valid_name, parse_version};

@@ -53,6 +53,10 @@ pub struct StoredInvocation {
     pub attempt: i64,
     /// After this time the invocation fails instead of executing again.
     pub deadline_at: Option<Millis>,
+    /// In state CALLBACK, when its wait for a callback runs out.
+    pub callback_deadline_at: Option<Millis>,
+    /// In state CALLBACK, how long that wait is (for the error that ends it).
+    pub callback_timeout: Option<Duration>,
     /// The app whose credentials invoked it, when the server had credentials configured: only
     /// that app may read its logs and reports.
     pub created_by: Option<String>,
@@ -75,6 +79,8 @@ pub struct NewInvocation {
     pub reports: Vec<Value>,
     /// The calling app, when known (see [`StoredInvocation::created_by`]).
     pub created_by: Option<String>,
+    /// In state CALLBACK, how long to wait for a callback (see [`Step::callback_timeout`]).
+    pub callback_timeout: Option<Duration>,
 }
 
 /// An invocation claimed for one execute, with what triggers it.
@@ -123,8 +129,9 @@ pub struct Completion {
 pub enum CallbackReceipt {
     /// Kept; delivered when the invocation waits for a callback (now or once its state commits).
     Accepted,
-    /// This callback id was already received: nothing changed.
-    Duplicate,
+    /// The same post as the last one accepted on this callback URL (a third party retrying after a
+    /// lost reply): nothing changed.
+    AlreadyReceived,
     /// The invocation already ended in this state: nothing changed.
     Finished(plugd_sdk::State),
 }
@@ -275,6 +282,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts for metrics.
     fn stats(&self, now: Millis) -> StoreFuture<'_, StoreStats>;
+
+    /// Whether writes reach the disk now, for readiness checks: makes a small real write and says
+    /// why it failed (disk full, read-only file or directory, I/O error). A store may answer
+    /// frequent calls with the result of a recent check.
+    fn check_writable(&self) -> StoreFuture<'_, ()>;
 }
 
 /// The `plugin_callback_info` of a context, when the plugin enables finish callbacks.

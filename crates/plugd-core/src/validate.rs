@@ -4,7 +4,7 @@ use std::fmt;
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::ValidationError;
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 
 /// A compiled JSON Schema (draft 7, as the kit generates) for inputs, context or outputs.
 pub struct SchemaValidator {
@@ -46,8 +46,14 @@ impl std::error::Error for ValidationErrors {}
 
 impl SchemaValidator {
     /// Compiles `schema`; the error says what is wrong with it.
+    ///
+    /// As in pydantic v1, a property that is not required and has no default (or a `null` one), an
+    /// optional field, also accepts `null`, whatever type it declares: the kit's schemas type an
+    /// `Option<T>` field as its `T`, as pydantic does.
     pub fn new(schema: &Value) -> Result<SchemaValidator, String> {
-        jsonschema::draft7::new(schema).map(|validator| SchemaValidator { validator }).map_err(|e| e.to_string())
+        let mut schema = schema.clone();
+        optional_accepts_null(&mut schema);
+        jsonschema::draft7::new(&schema).map(|validator| SchemaValidator { validator }).map_err(|e| e.to_string())
     }
 
     /// Validates `instance`, reporting every failure.
@@ -61,6 +67,63 @@ impl SchemaValidator {
     }
 }
 
+/// The names an object schema lists in `required`.
+pub(crate) fn required_names(schema: &Map<String, Value>) -> Vec<&str> {
+    schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// pydantic v1's optional field: not required, and without a default other than `null`.
+pub(crate) fn is_optional(required: &[&str], name: &str, property: &Value) -> bool {
+    !required.contains(&name) && property.get("default").is_none_or(Value::is_null)
+}
+
+/// Lets every optional property, at any depth, also be `null`.
+fn optional_accepts_null(schema: &mut Value) {
+    let Value::Object(fields) = schema else { return };
+    let required: Vec<String> = required_names(fields).into_iter().map(str::to_owned).collect();
+    let required: Vec<&str> = required.iter().map(String::as_str).collect();
+    if let Some(Value::Object(properties)) = fields.get_mut("properties") {
+        for (name, property) in properties.iter_mut() {
+            optional_accepts_null(property);
+            let declared_null = match property.get("type") {
+                Some(Value::String(t)) => t == "null",
+                Some(Value::Array(types)) => types.iter().any(|t| t == "null"),
+                _ => false,
+            };
+            if property.is_object() && !declared_null && is_optional(&required, name, property) {
+                *property = json!({"anyOf": [property.take(), {"type": "null"}]});
+            }
+        }
+    }
+    for (key, value) in fields.iter_mut() {
+        match (key.as_str(), value) {
+            ("items" | "allOf" | "anyOf" | "oneOf", Value::Array(schemas)) => {
+                schemas.iter_mut().for_each(optional_accepts_null);
+            }
+            (
+                "items"
+                | "additionalItems"
+                | "additionalProperties"
+                | "contains"
+                | "propertyNames"
+                | "not"
+                | "if"
+                | "then"
+                | "else",
+                schema,
+            ) => optional_accepts_null(schema),
+            ("definitions" | "patternProperties", Value::Object(schemas)) => {
+                schemas.values_mut().for_each(optional_accepts_null);
+            }
+            _ => {}
+        }
+    }
+}
+
 fn pointer(path: &str) -> String {
     if path.is_empty() {
         "/".to_owned()
@@ -70,6 +133,13 @@ fn pointer(path: &str) -> String {
 }
 
 fn field_error(error: &ValidationError<'_>) -> FieldError {
+    // `Option<T>`, and any optional field, is `anyOf: [T, null]`: report why the value is not a T,
+    // where it is not.
+    if let ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } = error.kind() {
+        if let Some(first) = not_null(context) {
+            return field_error(first);
+        }
+    }
     let path = error.instance_path().as_str();
     let got = error.instance();
     match error.kind() {
@@ -82,6 +152,14 @@ fn field_error(error: &ValidationError<'_>) -> FieldError {
         }
         kind => FieldError { path: pointer(path), message: describe(kind, got).unwrap_or_else(|| error.to_string()) },
     }
+}
+
+/// The first failure of an `anyOf` that is not "expected null".
+fn not_null<'a, 'e>(context: &'a [Vec<ValidationError<'e>>]) -> Option<&'a ValidationError<'e>> {
+    context
+        .iter()
+        .flatten()
+        .find(|e| !matches!(e.kind(), ValidationErrorKind::Type { kind } if type_names(kind) == "null"))
 }
 
 /// A readable message for the common kinds; `None` falls back to the validator's own text.
@@ -105,14 +183,6 @@ fn describe(kind: &ValidationErrorKind, got: &Value) -> Option<String> {
         ValidationErrorKind::MinItems { limit } => format!("expected at least {limit} items"),
         ValidationErrorKind::MaxItems { limit } => format!("expected at most {limit} items"),
         ValidationErrorKind::Pattern { pattern } => format!("expected a string matching {pattern:?}, got {got}"),
-        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
-            // `Option<T>` becomes `anyOf: [T, null]`: report why the value is not a T.
-            let first = context
-                .iter()
-                .flatten()
-                .find(|e| !matches!(e.kind(), ValidationErrorKind::Type { kind } if type_names(kind) == "null"))?;
-            return Some(field_error(first).message);
-        }
         _ => return None,
     };
     Some(text)
@@ -183,6 +253,39 @@ mod tests {
         assert_eq!(
             check(s(), json!({"target": {}})),
             "/template_id: required field is missing; /target/port: required field is missing"
+        );
+    }
+
+    #[test]
+    fn optional_fields_accept_null_as_in_pydantic() {
+        // The kit's (pydantic's) shape: `Option<T>` is typed as `T` and left out of `required`.
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "name": {"title": "Name", "type": "string"},
+                "note": {"title": "Note", "type": "string"},
+                "times": {"title": "Times", "minimum": 1, "type": "integer"},
+                "retries": {"title": "Retries", "default": 3, "type": "integer"},
+                "backup": {"title": "Backup", "allOf": [{"$ref": "#/definitions/Target"}]},
+            },
+            "required": ["name"],
+            "definitions": {
+                "Target": {"title": "Target", "type": "object", "properties": {"port": {"title": "Port", "type": "integer"}}, "required": []}
+            }
+        });
+        let s = || schema.clone();
+        assert_eq!(check(s(), json!({"name": "x", "note": null, "times": null, "backup": null})), "ok");
+        assert_eq!(check(s(), json!({"name": "x", "backup": {"port": null}})), "ok");
+        assert_eq!(check(s(), json!({"name": null})), "/name: expected string, got null");
+        // A field with a default is not optional: pydantic refuses None for it.
+        assert_eq!(check(s(), json!({"name": "x", "retries": null})), "/retries: expected integer, got null");
+        // Other values of an optional field get the messages they always had.
+        assert_eq!(check(s(), json!({"name": "x", "note": 1})), "/note: expected string, got 1");
+        assert_eq!(check(s(), json!({"name": "x", "times": 0})), "/times: expected a value >= 1, got 0");
+        assert_eq!(check(s(), json!({"name": "x", "times": "3"})), r#"/times: expected integer, got "3""#);
+        assert_eq!(
+            check(s(), json!({"name": "x", "backup": {"port": "1"}})),
+            r#"/backup/port: expected integer, got "1""#
         );
     }
 

@@ -54,7 +54,11 @@ async fn countdown_counts_polls() {
     assert_eq!((done.state, done.invoke_count), (State::Success, 3));
     assert_eq!(Value::Object(done.outputs), json!({"polls": 2}));
     let negative = run("countdown", "1.0.0", json!({"from": -1})).await;
-    assert_eq!(negative.err.as_deref(), Some("inputs validation error: /from: expected a value >= 0, got -1"));
+    // The schema says `integer`, as pydantic's would (no `minimum: 0` for a u32): the type refuses it.
+    assert_eq!(
+        negative.err.as_deref(),
+        Some("inputs validation error: /from: invalid value: integer `-1`, expected u32")
+    );
 }
 
 async fn approval_callback(data: Value, known_id: bool) -> Invocation {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use plugd_sdk::{Context, Empty, Meta, Outcome, Plugin, PluginError};
@@ -9,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::spawn::{self, Spawn};
+use crate::{PluginUser, ProcessOptions};
 
 /// plugd's secrets, never passed to a command.
 const WITHHELD_ENV: [&str; 3] = ["PLUGD_AUTH_TOKENS", "PLUGD_CALLBACK_SECRET", "PLUGD_CALLBACK_SECRET_FILE"];
@@ -67,6 +69,16 @@ pub struct Outputs {
 #[derive(Debug, Clone, Copy)]
 pub struct Command;
 
+/// The reaper and user of every `command` execute (see [`set_containment`]).
+static CONTAINMENT: RwLock<(Option<PathBuf>, Option<PluginUser>)> = RwLock::new((None, None));
+
+/// Runs every later `command` execute in this process as process plugins run under `options`:
+/// under [`ProcessOptions::reaper`] and as [`ProcessOptions::plugin_user`]. (`command` is a
+/// built-in plugin, registered before the command line is read; this is how it learns them.)
+pub fn set_containment(options: &ProcessOptions) {
+    *CONTAINMENT.write().unwrap_or_else(|p| p.into_inner()) = (options.reaper.clone(), options.plugin_user.clone());
+}
+
 /// `name` on PATH, or `name` itself when it is a path.
 pub(crate) fn resolve(name: &str) -> Option<PathBuf> {
     if name.contains('/') {
@@ -103,6 +115,7 @@ impl Plugin for Command {
         env.extend(inputs.env.clone());
         // Arguments may carry templated secrets (a token in a header, say): log the program only.
         tracing::info!("running {} with {} arguments", argv[0], argv.len() - 1);
+        let (reaper, user) = CONTAINMENT.read().unwrap_or_else(|p| p.into_inner()).clone();
         let finished = spawn::run(Spawn {
             argv: &argv,
             plugin_dir: &cwd,
@@ -111,6 +124,8 @@ impl Plugin for Command {
             stdin: Vec::new(),
             timeout: Duration::from_secs(inputs.timeout),
             echo: inputs.print_output,
+            reaper: reaper.as_deref(),
+            user: user.as_ref(),
         })
         .await
         .map_err(PluginError::failed)?;

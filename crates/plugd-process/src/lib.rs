@@ -13,8 +13,10 @@ A folder is a plugin when it holds either:
 
 Safety: commands are argv lists (a command line is split with shell-words rules, never given to a
 shell); the environment is cleared to an allowlist plus what the manifest declares; each execute has
-a timeout that kills the whole process group; output and result files are capped; plugd reads results
-only from the execute's own temp folder, and never through a symbolic link.
+a timeout that kills the whole process group; with a [`reaper`], nothing a plugin starts outlives
+its execute (not even what left its process group); plugins may run as another user
+([`PluginUser`]); output and result files are capped; plugd reads results only from the execute's
+own temp folder, held open, and never through a symbolic link ([`plugd_sdk::beneath`]).
 */
 #![deny(missing_docs)]
 
@@ -26,7 +28,9 @@ mod manifest;
 mod plugin;
 mod protocol;
 mod qci;
+pub mod reaper;
 mod spawn;
+mod user;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +39,7 @@ use plugd_sdk::{PluginInfo, PluginSchemas};
 
 pub use plugin::{ProcessOptions, ProcessPlugin};
 pub use protocol::PROTOCOL_VERSION;
+pub use user::PluginUser;
 
 /// A plugin folder that could not be loaded: which file, which line, which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

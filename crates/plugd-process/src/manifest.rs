@@ -161,7 +161,37 @@ pub(crate) fn normalize_schema(schema: Option<Value>) -> Result<Value, String> {
     if !schema["required"].as_array().is_some_and(|r| r.iter().all(Value::is_string)) {
         return Err("required must be a list of property names".into());
     }
-    Ok(Value::Object(schema))
+    let mut schema = Value::Object(schema);
+    add_titles(&mut schema);
+    Ok(schema)
+}
+
+/// Gives every property without a `title` pydantic's default one (`callback_url` → `Callback Url`),
+/// at any depth, as a Python plugin's schema has: BK-SOPS shows `title || key`.
+fn add_titles(schema: &mut Value) {
+    let Value::Object(fields) = schema else { return };
+    if let Some(Value::Object(properties)) = fields.get_mut("properties") {
+        for (name, property) in properties.iter_mut() {
+            add_titles(property);
+            let Value::Object(map) = property else { continue };
+            // A bare reference stays bare, as in pydantic: the definition has the title.
+            let bare_ref = map.len() == 1 && map.contains_key("$ref");
+            if !map.contains_key("title") && !bare_ref {
+                let mut titled = serde_json::Map::new();
+                titled.insert("title".into(), plugd_sdk::field_title(name).into());
+                titled.append(map);
+                *map = titled;
+            }
+        }
+    }
+    for (key, value) in fields.iter_mut() {
+        match (key.as_str(), value) {
+            ("items" | "allOf" | "anyOf" | "oneOf", Value::Array(schemas)) => schemas.iter_mut().for_each(add_titles),
+            ("items" | "additionalProperties" | "not", schema) => add_titles(schema),
+            ("definitions", Value::Object(schemas)) => schemas.values_mut().for_each(add_titles),
+            _ => {}
+        }
+    }
 }
 
 /// Parses a duration such as `30s`, `10m` or `1h30m`.
@@ -249,8 +279,36 @@ mod tests {
             "additionalProperties": false, "unevaluatedProperties": false});
         assert_eq!(
             normalize_schema(Some(declared)).unwrap(),
-            serde_json::json!({"properties": {"a": {"type": "string", "additionalProperties": false}},
+            serde_json::json!({"properties": {"a": {"title": "A", "type": "string", "additionalProperties": false}},
                 "type": "object", "required": [], "definitions": {}})
+        );
+    }
+
+    #[test]
+    fn properties_get_pydantic_titles_at_any_depth() {
+        let declared = serde_json::json!({
+            "properties": {
+                "callback_url": {"type": "string", "description": "Where to post."},
+                "name": {"title": "Who", "type": "string"},
+                "target": {"$ref": "#/definitions/Target"},
+                "hosts": {"type": "array", "items": {"type": "object", "properties": {"host_name": {"type": "string"}}}},
+            },
+            "definitions": {"Target": {"type": "object", "properties": {"port": {"type": "integer"}}}},
+        });
+        let schema = normalize_schema(Some(declared)).unwrap();
+        assert_eq!(
+            schema["properties"].to_string(),
+            serde_json::json!({
+                "callback_url": {"title": "Callback Url", "type": "string", "description": "Where to post."},
+                "name": {"title": "Who", "type": "string"},
+                "target": {"$ref": "#/definitions/Target"},
+                "hosts": {"title": "Hosts", "type": "array", "items": {"type": "object", "properties": {"host_name": {"title": "Host Name", "type": "string"}}}},
+            })
+            .to_string()
+        );
+        assert_eq!(
+            schema["definitions"]["Target"]["properties"]["port"],
+            serde_json::json!({"title": "Port", "type": "integer"})
         );
     }
 

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use plugd_sdk::beneath::Beneath;
 use plugd_sdk::{
     BoxFuture, DynPlugin, ExecuteError, ExecuteRequest, ExecuteResponse, Outcome, PluginError, PluginInfo,
     PluginSchemas,
@@ -13,6 +14,7 @@ use serde_json::{json, Value};
 use crate::protocol::{self, PROTOCOL_VERSION};
 use crate::qci::QciEntry;
 use crate::spawn::{self, Spawn, ENV_ALLOWLIST};
+use crate::PluginUser;
 
 /// How plugd runs process plugins.
 #[derive(Debug, Clone)]
@@ -24,6 +26,14 @@ pub struct ProcessOptions {
     /// How long one execute (or install command) may run when the manifest says nothing
     /// (`qciplugin.yml` never does): 10 minutes unless set.
     pub default_timeout: Duration,
+    /// The program each plugin process runs under: `<reaper> __plugd-reaper ... -- <command>`
+    /// (see [`crate::reaper`]), so that nothing the plugin starts outlives its execute. It must be
+    /// a binary whose `main` is `plugd::main` (plugd's own, usually). `None` runs plugin processes
+    /// directly: their process group is still killed, but what left it (`setsid`) is not.
+    pub reaper: Option<PathBuf>,
+    /// The user plugin processes run as (executes, not `install` commands); `None`: plugd's own.
+    /// Each execute's temp folder is given to that user.
+    pub plugin_user: Option<PluginUser>,
 }
 
 /// The default of [`ProcessOptions::default_timeout`].
@@ -35,6 +45,8 @@ impl Default for ProcessOptions {
             workspace: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
             echo: false,
             default_timeout: DEFAULT_PROCESS_TIMEOUT,
+            reaper: None,
+            plugin_user: None,
         }
     }
 }
@@ -121,6 +133,8 @@ impl ProcessPlugin {
                 stdin: Vec::new(),
                 timeout: self.timeout,
                 echo: self.options.echo,
+                reaper: self.options.reaper.as_deref(),
+                user: None,
             })
             .await?;
             if finished.timed_out || finished.code != Some(0) {
@@ -140,6 +154,9 @@ impl ProcessPlugin {
             .prefix("plugd-")
             .tempdir()
             .map_err(|e| format!("cannot create a temp folder: {e}"))?;
+        // Held open from now on: the answer files are read beneath this very folder, whatever
+        // the plugin does to its path.
+        let folder = Beneath::open(temp.path()).map_err(|e| format!("cannot open {}: {e}", temp.path().display()))?;
         let result_file = temp.path().join("result.json");
         let outputs_file = temp.path().join("outputs.env");
         let reports_file = temp.path().join("reports.jsonl");
@@ -196,6 +213,13 @@ impl ProcessPlugin {
                 (built.argv, built.status)
             }
         };
+        if let Some(user) = &self.options.plugin_user {
+            // The folder last: until then no one else can reach what is in it.
+            for path in [&outputs_file, &reports_file, &temp.path().to_owned()] {
+                std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid))
+                    .map_err(|e| format!("cannot give {} to {}: {e}", path.display(), user.name))?;
+            }
+        }
         let finished = spawn::run(Spawn {
             argv: &argv,
             plugin_dir: &self.dir,
@@ -204,6 +228,8 @@ impl ProcessPlugin {
             stdin: invocation.to_string().into_bytes(),
             timeout: self.timeout,
             echo: self.options.echo,
+            reaper: self.options.reaper.as_deref(),
+            user: self.options.plugin_user.as_ref(),
         })
         .await?;
         if finished.timed_out {
@@ -215,7 +241,7 @@ impl ProcessPlugin {
 
         let mut outputs = request.outputs.clone();
         let mut storage = request.storage.clone();
-        let outcome = if let Some(text) = protocol::read_capped(&result_file)? {
+        let outcome = if let Some(text) = protocol::read_capped(&folder, &result_file)? {
             let decision = protocol::parse_result(&text)?;
             outputs.extend(decision.outputs);
             if let Some(new_storage) = decision.storage {
@@ -224,7 +250,7 @@ impl ProcessPlugin {
             decision.outcome
         } else {
             let status = match &status_file {
-                Some(status_file) => crate::qci::read_status(status_file)?,
+                Some(status_file) => crate::qci::read_status(&folder, status_file)?,
                 None => None,
             };
             status.unwrap_or_else(|| match finished.code {
@@ -232,13 +258,13 @@ impl ProcessPlugin {
                 _ => Err(PluginError::failed(format!("{}: {}", describe_exit(&finished), finished.tail))),
             })
         };
-        if let Some(text) = protocol::read_capped(&outputs_file)? {
+        if let Some(text) = protocol::read_capped(&folder, &outputs_file)? {
             for (key, value) in protocol::parse_env_file(&text)? {
                 let value = protocol::typed_output(&self.schemas.outputs, &key, value);
                 outputs.insert(key, value);
             }
         }
-        let reports = match protocol::read_capped(&reports_file)? {
+        let reports = match protocol::read_capped(&folder, &reports_file)? {
             Some(text) => protocol::parse_reports(&text)?,
             None => Vec::new(),
         };
@@ -249,7 +275,10 @@ impl ProcessPlugin {
 pub(crate) fn describe_exit(finished: &spawn::Finished) -> String {
     match finished.code {
         Some(code) => format!("exit code {code}"),
-        None => "killed by a signal".to_owned(),
+        None => match finished.signal {
+            Some(signal) => format!("killed by signal {signal}"),
+            None => "killed by a signal".to_owned(),
+        },
     }
 }
 

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use plugd_sdk::beneath::{Beneath, BeneathError};
 use plugd_sdk::{Outcome, PluginError, Report};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -26,7 +27,20 @@ pub(crate) struct ResultFile {
     #[serde(default)]
     poll_interval: Option<f64>,
     #[serde(default)]
+    callback_timeout: Option<f64>,
+    #[serde(default)]
     error: Option<String>,
+}
+
+/// The longest wait a result file may ask for, in seconds (30 days).
+const MAX_WAIT_SECONDS: f64 = 86_400.0 * 30.0;
+
+/// `seconds` of the result file's `field`, checked to be a wait plugd can keep.
+fn wait(field: &str, seconds: f64) -> Result<Duration, String> {
+    if !(0.0..=MAX_WAIT_SECONDS).contains(&seconds) {
+        return Err(format!("invalid result file: {field} must be between 0 and 2592000 seconds, got {seconds}"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -38,25 +52,19 @@ enum Status {
     Callback,
 }
 
-/// Reads a file the plugin wrote in its temp folder: opened without following a link and without
-/// blocking on a FIFO, checked to be a regular file on the open handle, and read to at most the cap.
-pub(crate) fn read_capped(path: &Path) -> Result<Option<String>, String> {
+/// Reads a file the plugin wrote in its temp folder, `folder` (held open since before the plugin
+/// started): resolved beneath it without following a link, opened without blocking on a FIFO,
+/// checked to be a regular file on the open handle, and read to at most the cap.
+pub(crate) fn read_capped(folder: &Beneath, path: &Path) -> Result<Option<String>, String> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let flags = (nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits();
-    let file = match std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path) {
+    let file = match folder.file(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        // ELOOP: the last component is a symbolic link.
-        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+        Err(BeneathError::NotFound) => return Ok(None),
+        Err(BeneathError::Link | BeneathError::NotRegular) => {
             return Err(format!("{} is not a regular file", path.display()))
         }
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(format!("{} {e}", path.display())),
     };
-    let meta = file.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
-    }
     let mut text = String::new();
     file.take(MAX_FILE + 1).read_to_string(&mut text).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if text.len() as u64 > MAX_FILE {
@@ -83,16 +91,11 @@ pub(crate) fn parse_result(text: &str) -> Result<Decision, String> {
     let outcome = match result.status {
         Status::Success => Ok(Outcome::Success),
         Status::Fail => Err(PluginError::failed(result.error.as_deref().unwrap_or("the plugin reported failure"))),
-        Status::Poll => {
-            let seconds = result.poll_interval.unwrap_or(0.0);
-            if !(0.0..=86_400.0 * 30.0).contains(&seconds) {
-                return Err(format!(
-                    "invalid result file: poll_interval must be between 0 and 2592000 seconds, got {seconds}"
-                ));
-            }
-            Ok(Outcome::Poll(Duration::from_secs_f64(seconds)))
-        }
-        Status::Callback => Ok(Outcome::Callback),
+        Status::Poll => Ok(Outcome::Poll(wait("poll_interval", result.poll_interval.unwrap_or(0.0))?)),
+        Status::Callback => match result.callback_timeout {
+            None => Ok(Outcome::Callback),
+            Some(seconds) => Ok(Outcome::CallbackWithin(wait("callback_timeout", seconds)?)),
+        },
     };
     Ok(Decision { outcome, storage: result.storage, outputs: result.outputs.unwrap_or_default() })
 }
@@ -186,6 +189,12 @@ mod tests {
             "invalid result file: line 1 column 17: unknown variant `done`, expected one of `success`, `fail`, `poll`, `callback`"
         );
         assert!(parse_result(r#"{"status": "poll", "poll_interval": -1}"#).unwrap_err().contains("poll_interval"));
+        let waits = parse_result(r#"{"status": "callback", "callback_timeout": 1.5}"#).unwrap();
+        assert_eq!(waits.outcome, Ok(Outcome::CallbackWithin(Duration::from_millis(1500))));
+        assert_eq!(parse_result(r#"{"status": "callback"}"#).unwrap().outcome, Ok(Outcome::Callback));
+        assert!(parse_result(r#"{"status": "callback", "callback_timeout": 1e9}"#)
+            .unwrap_err()
+            .contains("callback_timeout must be between 0 and 2592000 seconds"));
         assert!(parse_result("{").is_err());
     }
 

@@ -232,9 +232,8 @@ fn variable(raw: &Yaml) -> Result<(Variable, Value, bool), String> {
             schema.insert("enum".into(), json!(values));
         }
     }
-    if let Some(label) = text("label") {
-        schema.insert("title".into(), label.into());
-    }
+    // BK-SOPS shows `title || key`: the label, else pydantic's default title (`build_type` → `Build Type`).
+    schema.insert("title".into(), text("label").unwrap_or_else(|| plugd_sdk::field_title(&name)).into());
     if let Some(help) = text("help").or_else(|| text("label")) {
         schema.insert("description".into(), help.into());
     }
@@ -386,8 +385,11 @@ impl QciEntry {
 /// Reads a qci status file: JSON `{"status": "success"|"failure", "message": ...}` (or a boolean
 /// status), or plain text starting with success/failure. `None` when it is missing (the exit code
 /// decides).
-pub(crate) fn read_status(path: &Path) -> Result<Option<Result<Outcome, PluginError>>, String> {
-    let Some(text) = crate::protocol::read_capped(path)? else {
+pub(crate) fn read_status(
+    folder: &plugd_sdk::beneath::Beneath,
+    path: &Path,
+) -> Result<Option<Result<Outcome, PluginError>>, String> {
+    let Some(text) = crate::protocol::read_capped(folder, path)? else {
         return Ok(None);
     };
     let (status, message) = match serde_json::from_str::<Value>(&text) {
@@ -411,5 +413,17 @@ pub(crate) fn read_status(path: &Path) -> Result<Option<Result<Outcome, PluginEr
         _ => {
             Err(format!("status file {}: unrecognized status {status:?} (expected success or failure)", path.display()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_are_titled_by_their_label_or_as_pydantic_would() {
+        let schema_of = |yaml: &str| variable(&serde_yaml_ng::from_str::<Yaml>(yaml).unwrap()).unwrap().1;
+        assert_eq!(schema_of("{name: build_type}")["title"], "Build Type");
+        assert_eq!(schema_of("{name: build_type, label: Build, help: What to build}")["title"], "Build");
     }
 }

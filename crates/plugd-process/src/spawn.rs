@@ -1,15 +1,21 @@
 //! Runs a plugin process safely: argv only (no shell), a cleared environment, its own process
-//! group (killed on timeout and when plugd gives up on it), and capped output.
+//! group (killed on timeout and when plugd gives up on it), under a reaper that kills whatever it
+//! left behind (see [`crate::reaper`]), optionally as another user, and capped output.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tracing::Instrument;
+
+use crate::PluginUser;
 
 /// Bytes of each of stdout and stderr kept as logs; the rest is read and dropped.
 const MAX_LOG: usize = 1024 * 1024;
@@ -17,8 +23,8 @@ const MAX_LOG: usize = 1024 * 1024;
 const TAIL_LINES: usize = 20;
 /// Longest line kept; the rest of a longer line is read and dropped.
 const MAX_LINE: u64 = 64 * 1024;
-/// How long output may keep flowing after the process group is gone (a descendant that left the
-/// group can hold the pipes open forever).
+/// How long output may keep flowing after the process group is gone, for both streams together (a
+/// descendant that left the group, without a reaper, can hold the pipes open forever).
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Environment variables passed through from plugd's own environment; everything else is cleared.
@@ -54,32 +60,100 @@ pub(crate) struct Spawn<'a> {
     pub(crate) timeout: Duration,
     /// Copy the plugin's output to plugd's standard error as it comes (`plugd run`).
     pub(crate) echo: bool,
+    /// Run the process under this program's reaper (see [`crate::reaper`]).
+    pub(crate) reaper: Option<&'a Path>,
+    /// Run the process as this user.
+    pub(crate) user: Option<&'a PluginUser>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Finished {
     /// The exit code; `None` when a signal ended the process.
     pub(crate) code: Option<i32>,
+    /// The signal that ended the process.
+    pub(crate) signal: Option<i32>,
     pub(crate) timed_out: bool,
     /// The last lines of stderr (or of stdout when stderr is empty).
     pub(crate) tail: String,
 }
 
-/// Kills the process group if the run is abandoned (its future dropped, or a timeout).
-struct GroupGuard(Option<Pid>);
+/// How long a reaper asked to stop may take before its process group is killed outright.
+const REAPER_GRACE: Duration = Duration::from_secs(1);
 
-impl GroupGuard {
-    fn kill(&mut self) {
-        if let Some(pid) = self.0.take() {
-            // ESRCH (already gone) is fine.
+/// The running process (the plugin, or its reaper), leader of its own process group. Dropped
+/// before it was waited for (the execute abandoned), it is stopped: a reaper is asked to stop (so
+/// that it kills everything below it) and its group killed if it has not within [`REAPER_GRACE`];
+/// without a reaper the group is killed at once.
+struct Running {
+    child: Option<tokio::process::Child>,
+    pid: Option<Pid>,
+    reaper: bool,
+}
+
+impl Running {
+    /// Kills the process group (what is left of it); ESRCH (already gone) is fine.
+    fn kill_group(&self) {
+        if let Some(pid) = self.pid {
             let _ = killpg(pid, Signal::SIGKILL);
         }
     }
+
+    /// Waits for the process to end.
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        let child = self.child.as_mut().expect("a running process");
+        let status = child.wait().await;
+        if status.is_ok() {
+            self.child = None;
+        }
+        status
+    }
+
+    /// Stops the process (a timeout): a reaper is asked to stop, then killed if it takes too long.
+    async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        if let (true, Some(pid)) = (self.reaper, self.pid) {
+            let _ = kill(pid, Signal::SIGTERM);
+            match tokio::time::timeout(REAPER_GRACE, child.wait()).await {
+                Ok(_) => return,
+                Err(_) => {
+                    tracing::warn!(
+                        "the plugin's reaper did not stop within {REAPER_GRACE:?}; killing its process group"
+                    )
+                }
+            }
+        }
+        self.kill_group();
+        let _ = child.wait().await;
+    }
 }
 
-impl Drop for GroupGuard {
+impl Drop for Running {
     fn drop(&mut self) {
-        self.kill();
+        let Some(mut child) = self.child.take() else { return };
+        let (Some(pid), true) = (self.pid, self.reaper) else {
+            // No reaper: the group goes now (and tokio kills and reaps the child).
+            self.kill_group();
+            return;
+        };
+        let _ = kill(pid, Signal::SIGTERM);
+        // The child is not reaped until `try_wait` sees it end, so its pid (and group) stay its own.
+        let spawned = std::thread::Builder::new().name("plugd-reaper-stop".into()).spawn(move || {
+            let deadline = std::time::Instant::now() + REAPER_GRACE;
+            while std::time::Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Whatever is left of its group (nothing, unless the reaper died before it could work).
+            let _ = killpg(pid, Signal::SIGKILL);
+            for _ in 0..250 {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        if spawned.is_err() {
+            let _ = killpg(pid, Signal::SIGKILL);
+        }
     }
 }
 
@@ -154,20 +228,49 @@ pub(crate) async fn run(spawn: Spawn<'_>) -> Result<Finished, String> {
         return Err("the command is empty".into());
     };
     let program = program(argv0, spawn.plugin_dir);
-    let mut command = tokio::process::Command::new(&program);
+    let mut env = spawn.env;
+    if let Some(user) = spawn.user {
+        user.apply_env(&mut env);
+    }
+    let mut command = match spawn.reaper {
+        Some(reaper) => {
+            let mut command = tokio::process::Command::new(reaper);
+            command.arg(crate::reaper::REAPER_ARG).arg("--parent").arg(std::process::id().to_string());
+            if let Some(user) = spawn.user {
+                command.args(["--uid", &user.uid.to_string(), "--gid", &user.gid.to_string()]);
+            }
+            command.arg("--").arg(&program);
+            command
+        }
+        None => {
+            let mut command = tokio::process::Command::new(&program);
+            if let Some(user) = spawn.user {
+                // As root, std also drops the supplementary groups before it changes user.
+                command.gid(user.gid).uid(user.uid);
+            }
+            command
+        }
+    };
     command
         .args(&spawn.argv[1..])
         .current_dir(spawn.cwd)
         .env_clear()
-        .envs(spawn.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-    let mut guard = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw));
+        // A reaper is stopped by `Running`, never killed first (its orphans would escape to init).
+        .kill_on_drop(spawn.reaper.is_none());
+    let mut child = command.spawn().map_err(|e| match spawn.reaper {
+        Some(reaper) => format!("cannot start {} (the reaper of {}): {e}", reaper.display(), program.display()),
+        None => format!("cannot start {}: {e}", program.display()),
+    })?;
+    let pid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
     let mut stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut running = Running { child: Some(child), pid, reaper: spawn.reaper.is_some() };
     let input = spawn.stdin;
     let feeder = tokio::spawn(async move {
         // A plugin that does not read its input closes the pipe early: not an error.
@@ -176,33 +279,40 @@ pub(crate) async fn run(spawn: Spawn<'_>) -> Result<Finished, String> {
     // The readers log inside the execute's span, so that its logs are the invocation's.
     let span = tracing::Span::current();
     let tail: Tail = Default::default();
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
     let stdout = tokio::spawn(drain(stdout, "stdout", spawn.echo, tail.clone()).instrument(span.clone()));
     let stderr = tokio::spawn(drain(stderr, "stderr", spawn.echo, tail.clone()).instrument(span));
-    let (code, timed_out) = match tokio::time::timeout(spawn.timeout, child.wait()).await {
-        Ok(status) => (status.map_err(|e| format!("waiting for the plugin failed: {e}"))?.code(), false),
+    let (status, timed_out) = match tokio::time::timeout(spawn.timeout, running.wait()).await {
+        Ok(status) => (Some(status.map_err(|e| format!("waiting for the plugin failed: {e}"))?), false),
         Err(_) => {
-            guard.kill();
-            let _ = child.wait().await;
+            running.stop().await;
             (None, true)
         }
     };
-    // Whatever the plugin left running in its group goes too, so nothing holds the pipes open...
-    guard.kill();
+    // Whatever the plugin left running in its group goes too, so nothing holds the pipes open (a
+    // reaper has killed everything below it already)...
+    running.kill_group();
     feeder.abort();
-    // ...and a descendant that left the group gets a short grace, then its output is abandoned.
+    // ...and a process that escaped both still holding the output gets a short grace, two seconds
+    // for both streams together, then its output is abandoned.
+    let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+    let mut abandoned = false;
     for reader in [stdout, stderr] {
         let abort = reader.abort_handle();
-        if tokio::time::timeout(DRAIN_GRACE, reader).await.is_err() {
+        if tokio::time::timeout_at(deadline, reader).await.is_err() {
             abort.abort();
-            tracing::warn!(
-                "a process outside the plugin's process group still holds its output open; stopped reading it"
-            );
+            abandoned = true;
         }
     }
+    if abandoned {
+        tracing::warn!("a process outside the plugin's process group still holds its output open; stopped reading it");
+    }
     let tail = Vec::from(std::mem::take(&mut *tail.lock().unwrap_or_else(|p| p.into_inner())));
-    Ok(Finished { code, timed_out, tail: tail.join("\n") })
+    Ok(Finished {
+        code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()),
+        timed_out,
+        tail: tail.join("\n"),
+    })
 }
 
 #[cfg(test)]

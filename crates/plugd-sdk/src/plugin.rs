@@ -56,7 +56,13 @@ pub enum Outcome {
     /// Run execute again after this interval (zero means as soon as possible).
     Poll(Duration),
     /// Run execute again when a callback prepared with [`Context::prepare_callback`] arrives.
+    /// A callback URL stays valid while the invocation waits: a plugin may wait again for another
+    /// post to the same URL (a job posting progress, then its result).
     Callback,
+    /// [`Outcome::Callback`], failing the invocation with `plugin schedule failed: callback timeout
+    /// after <duration>` when no callback arrives within the duration (`WaitCallback(timeout)` of
+    /// Tencent's Go runtime).
+    CallbackWithin(Duration),
 }
 
 impl Outcome {

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub max_invoke_count: Option<u32>,
     /// Fail an invocation still pending this long after it was accepted.
     pub deadline: Option<Duration>,
+    /// Fail an invocation that waited this long for a callback, unless its plugin set its own wait.
+    pub callback_timeout: Option<Duration>,
     /// Delete finished invocations this long after they finished.
     pub retention: Duration,
     /// How often retention runs.
@@ -54,6 +56,10 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// Where report files are kept.
     pub reports_dir: std::path::PathBuf,
+    /// The folder plugins run in (`plugd serve`'s own): a report's `report_html` and `report_dir`
+    /// must be inside it (relative paths are relative to it), and are read without following a
+    /// link [default: the current directory].
+    pub workspace: std::path::PathBuf,
     /// Most bytes of files kept per report.
     pub max_report_bytes: u64,
     /// Who may call the protected endpoints.
@@ -62,6 +68,10 @@ pub struct ServerConfig {
     pub allow_scope: BTreeMap<String, Value>,
     /// `schedule` answers only credentialed callers, for their own app's invocations, as `logs` does.
     pub private_schedule: bool,
+    /// Validate inputs and context inputs as declared, without first converting them the way the
+    /// Python framework's pydantic v1 does (`"3"` for an integer, `123` for a string); see
+    /// `plugd_core::coerce`.
+    pub strict_inputs: bool,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -93,6 +103,7 @@ impl ServerConfig {
             grace_period: Duration::from_secs(10),
             max_invoke_count: None,
             deadline: None,
+            callback_timeout: None,
             retention: Duration::from_secs(30 * 24 * 3600),
             retention_interval: Duration::from_secs(3600),
             finish_callback_attempts: 8,
@@ -103,11 +114,18 @@ impl ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             reports_dir: std::path::PathBuf::from("plugd-reports"),
+            workspace: std::path::PathBuf::from("."),
             max_report_bytes: 50 * 1024 * 1024,
             auth: AuthConfig::default(),
             allow_scope: BTreeMap::new(),
             private_schedule: false,
+            strict_inputs: false,
         }
+    }
+
+    /// The limits of [`ServerConfig::max_invoke_count`] and [`ServerConfig::deadline`].
+    pub fn limits(&self) -> plugd_core::schedule::Limits {
+        plugd_core::schedule::Limits { max_invoke_count: self.max_invoke_count, deadline: self.deadline }
     }
 
     /// Whether the API is open to any caller: no credentials configured, listening on loopback.

@@ -10,7 +10,7 @@
 //!   address (or the host of its configured public URL) and whose `Origin`, when present, is its own.
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -19,62 +19,73 @@ use crate::state::AppState;
 
 /// Refuses a state-changing request whose body is not declared as JSON, with 415.
 pub(crate) async fn require_json(request: Request, next: Next) -> Response {
-    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) || is_json(request.headers()) {
-        return next.run(request).await;
+    match not_json(&request) {
+        Some(message) => fail(StatusCode::UNSUPPORTED_MEDIA_TYPE, &message, None),
+        None => next.run(request).await,
     }
-    let got = match request.headers().get(header::CONTENT_TYPE) {
-        Some(value) => format!("got {:?}", String::from_utf8_lossy(value.as_bytes())),
-        None => "got none".to_owned(),
-    };
-    fail(StatusCode::UNSUPPORTED_MEDIA_TYPE, &format!("Content-Type must be application/json ({got})"), None)
-}
-
-/// `application/json`, with or without parameters such as `charset`.
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let essence = value.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case("application/json")
 }
 
 /// On an open server, refuses (403) a request from a foreign `Host` or `Origin`.
 pub(crate) async fn same_origin_only(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if !state.config.is_open() {
-        return next.run(request).await;
-    }
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()));
-    if let Some(host) = host {
-        if !is_loopback_host(host) && !state.config.declared_hosts().any(|h| h.eq_ignore_ascii_case(host)) {
-            let message = format!(
-                "Host {host:?} is not this server's: an open server (no credentials configured) answers \
-                 only loopback names and its --public-url"
-            );
-            return fail(StatusCode::FORBIDDEN, &message, None);
-        }
-    }
-    if let Some(origin) = request.headers().get(header::ORIGIN) {
-        let origin = String::from_utf8_lossy(origin.as_bytes());
-        let own = host.is_some_and(|host| {
-            ["http://", "https://"].iter().any(|scheme| origin.eq_ignore_ascii_case(&format!("{scheme}{host}")))
-        }) || state.config.declared_origins().any(|o| o.eq_ignore_ascii_case(&origin));
-        if !own {
-            let message = format!(
-                "Origin {origin:?} is not this server's: an open server (no credentials configured) refuses \
-                 cross-site requests"
-            );
+    if state.config.is_open() {
+        let hosts: Vec<String> = state.config.declared_hosts().collect();
+        let origins: Vec<String> = state.config.declared_origins().collect();
+        if let Some(message) = foreign_request(&request, &hosts, &origins) {
             return fail(StatusCode::FORBIDDEN, &message, None);
         }
     }
     next.run(request).await
 }
 
+/// Why a state-changing request must be refused with 415: its body is not declared as JSON
+/// (`application/json`, with or without parameters such as `charset`).
+pub fn not_json(request: &Request) -> Option<String> {
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    let content_type = request.headers().get(header::CONTENT_TYPE);
+    let essence = content_type.and_then(|v| v.to_str().ok()).map(|v| v.split(';').next().unwrap_or_default().trim());
+    if essence.is_some_and(|essence| essence.eq_ignore_ascii_case("application/json")) {
+        return None;
+    }
+    let got = match content_type {
+        Some(value) => format!("got {:?}", String::from_utf8_lossy(value.as_bytes())),
+        None => "got none".to_owned(),
+    };
+    Some(format!("Content-Type must be application/json ({got})"))
+}
+
+/// Why a request to a server without credentials must be refused with 403: its `Host` is not a
+/// loopback name or address nor one of `hosts` (DNS rebinding), or its `Origin` is present and
+/// neither the request's own nor one of `origins` (a cross-site request).
+pub fn foreign_request(request: &Request, hosts: &[String], origins: &[String]) -> Option<String> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if let Some(host) = host {
+        if !is_loopback_host(host) && !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return Some(format!(
+                "Host {host:?} is not this server's: an open server (no credentials configured) answers \
+                 only loopback names and its --public-url"
+            ));
+        }
+    }
+    let origin = String::from_utf8_lossy(request.headers().get(header::ORIGIN)?.as_bytes()).into_owned();
+    let own = host.is_some_and(|host| {
+        ["http://", "https://"].iter().any(|scheme| origin.eq_ignore_ascii_case(&format!("{scheme}{host}")))
+    }) || origins.iter().any(|o| o.eq_ignore_ascii_case(&origin));
+    (!own).then(|| {
+        format!(
+            "Origin {origin:?} is not this server's: an open server (no credentials configured) refuses \
+             cross-site requests"
+        )
+    })
+}
+
 /// `localhost`, a name under `.localhost`, or a loopback address, with an optional port.
-pub(crate) fn is_loopback_host(host: &str) -> bool {
+fn is_loopback_host(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
         // `[::1]:8000`
         Some(rest) => match rest.split_once(']') {

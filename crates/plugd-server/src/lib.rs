@@ -20,7 +20,7 @@ mod api;
 pub mod apigw;
 mod auth;
 pub mod config;
-mod guard;
+pub mod guard;
 mod listener;
 mod logs;
 mod metrics;

@@ -1,8 +1,14 @@
 //! Report files: copied from where the plugin wrote them into the server's own folder, so they
 //! outlive the plugin's workspace, and served back with a restrictive content-security policy.
+//!
+//! A report names files inside the workspace only, and they are read with the rule of
+//! [`plugd_sdk::beneath`]: no `..`, no absolute path outside it, no symbolic link on the way, only
+//! regular files (never a FIFO, a device, or a file of procfs or sysfs).
 
+use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
+use plugd_sdk::beneath::{Beneath, BeneathError, EntryKind};
 use plugd_sdk::Report;
 use serde_json::{json, Map, Value};
 
@@ -10,6 +16,8 @@ use serde_json::{json, Map, Value};
 #[derive(Debug, Clone)]
 pub(crate) struct ReportFiles {
     pub(crate) root: PathBuf,
+    /// The folder report files must be in (relative report paths are relative to it).
+    pub(crate) workspace: PathBuf,
     /// Most bytes kept per report.
     pub(crate) cap: u64,
 }
@@ -52,26 +60,27 @@ impl ReportFiles {
 
     /// Copies one report's files; returns the index page's path below the report's folder.
     fn copy(&self, trace_id: &str, key: &str, html: &str, dir: Option<&str>) -> Result<String, String> {
+        let workspace = Beneath::open(&self.workspace)
+            .map_err(|e| format!("cannot open the workspace {}: {e}", self.workspace.display()))?;
         let target = self.root.join(trace_id).join(key);
-        std::fs::create_dir_all(&target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
-        let mut budget = self.cap;
+        let mut budget = Budget { left: self.cap, cap: self.cap };
         match dir {
             Some(dir) => {
-                let source = Path::new(dir);
+                let folder = workspace.dir(Path::new(dir)).map_err(|e| refused("report_dir", dir, e))?;
                 let html_path = Path::new(html);
-                let index = html_path.strip_prefix(source).unwrap_or(html_path);
+                let index = html_path.strip_prefix(dir).unwrap_or(html_path);
                 let index = safe_relative(index)
                     .ok_or_else(|| format!("report_html {html:?} is not inside report_dir {dir:?}"))?;
-                if !source.join(&index).is_file() {
-                    return Err(format!("report_html {html:?} is not a file in report_dir {dir:?}"));
-                }
-                copy_tree(source, &target, &mut budget)?;
+                folder.file(&index).map_err(|e| refused("report_html", html, e))?;
+                create_dir(&target)?;
+                copy_tree(&folder, &target, &mut budget)?;
                 Ok(index.to_string_lossy().into_owned())
             }
             None => {
-                let source = Path::new(html);
-                let name = source.file_name().ok_or_else(|| format!("report_html {html:?} names no file"))?;
-                copy_file(source, &target.join(name), &mut budget)?;
+                let name = Path::new(html).file_name().ok_or_else(|| format!("report_html {html:?} names no file"))?;
+                let file = workspace.file(Path::new(html)).map_err(|e| refused("report_html", html, e))?;
+                create_dir(&target)?;
+                copy_file(file, &target.join(name), &mut budget)?;
                 Ok(name.to_string_lossy().into_owned())
             }
         }
@@ -103,31 +112,60 @@ fn safe_relative(path: &Path) -> Option<PathBuf> {
     (!clean.as_os_str().is_empty()).then_some(clean)
 }
 
-fn copy_file(source: &Path, target: &Path, budget: &mut u64) -> Result<(), String> {
-    let meta = std::fs::symlink_metadata(source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", source.display()));
+/// Why a report's path was refused.
+fn refused(field: &str, path: &str, error: BeneathError) -> String {
+    match error {
+        BeneathError::Outside => format!("{field} {path:?} is outside the workspace"),
+        error => format!("{field} {path:?} {error}"),
     }
-    if meta.len() > *budget {
-        return Err(format!("the report is larger than the limit of {} bytes", meta.len().max(*budget)));
+}
+
+fn create_dir(path: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))
+}
+
+/// Bytes left of the cap of one report.
+struct Budget {
+    left: u64,
+    cap: u64,
+}
+
+/// Copies an open report file, within the budget.
+fn copy_file(file: File, target: &Path, budget: &mut Budget) -> Result<(), String> {
+    use std::io::Read;
+    let too_large = |cap: u64| format!("the report is larger than the limit of {cap} bytes");
+    let length = file.metadata().map_err(|e| format!("cannot read a report file: {e}"))?.len();
+    if length > budget.left {
+        return Err(too_large(budget.cap));
     }
-    *budget -= meta.len();
-    std::fs::copy(source, target).map_err(|e| format!("cannot copy {}: {e}", source.display()))?;
+    let mut out = File::create(target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+    // A file still growing is cut at the budget, and refused.
+    let copied = std::io::copy(&mut file.take(budget.left + 1), &mut out)
+        .map_err(|e| format!("cannot copy to {}: {e}", target.display()))?;
+    if copied > budget.left {
+        return Err(too_large(budget.cap));
+    }
+    budget.left -= copied;
     Ok(())
 }
 
-/// Copies regular files and folders; symbolic links are skipped, never followed.
-fn copy_tree(source: &Path, target: &Path, budget: &mut u64) -> Result<(), String> {
-    let entries = std::fs::read_dir(source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| e.to_string())?;
-        let kind = entry.file_type().map_err(|e| e.to_string())?;
-        let to = target.join(entry.file_name());
-        if kind.is_dir() {
-            std::fs::create_dir_all(&to).map_err(|e| e.to_string())?;
-            copy_tree(&entry.path(), &to, budget)?;
-        } else if kind.is_file() {
-            copy_file(&entry.path(), &to, budget)?;
+/// Copies regular files and folders; symbolic links and special files are skipped, never followed.
+fn copy_tree(source: &Beneath, target: &Path, budget: &mut Budget) -> Result<(), String> {
+    let entries = source.entries().map_err(|e| format!("cannot read {}: {e}", source.path().display()))?;
+    for (name, kind) in entries {
+        let to = target.join(&name);
+        match kind {
+            EntryKind::Dir => {
+                // Changed into something else since it was listed: skipped like a link.
+                let Ok(folder) = source.dir(Path::new(&name)) else { continue };
+                create_dir(&to)?;
+                copy_tree(&folder, &to, budget)?;
+            }
+            EntryKind::File => {
+                let Ok(file) = source.file(Path::new(&name)) else { continue };
+                copy_file(file, &to, budget)?;
+            }
+            EntryKind::Other => {}
         }
     }
     Ok(())
@@ -170,7 +208,7 @@ mod tests {
         std::fs::write(out.join("index.html"), "<h1>ok</h1>").unwrap();
         std::fs::write(out.join("css/site.css"), "h1{}").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", out.join("leak")).unwrap();
-        let files = ReportFiles { root: dir.path().join("reports"), cap: 1024 };
+        let files = ReportFiles { root: dir.path().join("reports"), workspace: dir.path().to_owned(), cap: 1024 };
         let trace = "0123456789abcdef0123456789abcdef";
         let html = out.join("index.html").display().to_string();
         let kept = files.persist(
@@ -188,9 +226,57 @@ mod tests {
         assert_eq!(kept, [json!({"html": "2-1/index.html"}), json!({"description": "plain"})]);
         assert!(files.file(trace, "2-1/css/site.css").unwrap().is_file());
         assert!(!files.root.join(trace).join("2-1/leak").exists(), "links are not followed");
-        let small = ReportFiles { root: dir.path().join("small"), cap: 4 };
+        let small = ReportFiles { root: dir.path().join("small"), workspace: dir.path().to_owned(), cap: 4 };
         let kept = small.persist(trace, 1, &[Report { report_html: Some(html), ..Report::default() }]);
         assert!(kept[0]["error"].as_str().unwrap().contains("larger than the limit"), "{kept:?}");
         assert_eq!(files.file("../../etc", "passwd"), None);
+    }
+
+    #[test]
+    fn report_files_must_be_regular_files_inside_the_workspace() {
+        let workspace = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let ws = workspace.path();
+        std::fs::write(outside.path().join("secret.html"), "secret").unwrap();
+        std::fs::write(ws.join("ok.html"), "<h1>ok</h1>").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.html"), ws.join("link.html")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), ws.join("linked")).unwrap();
+        let fifo = std::process::Command::new("mkfifo").arg(ws.join("pipe.html")).status().unwrap();
+        assert!(fifo.success());
+        let files = ReportFiles { root: outside.path().join("reports"), workspace: ws.to_owned(), cap: 1024 };
+        let html = |path: &str| Report { report_html: Some(path.into()), ..Report::default() };
+        let secret = outside.path().join("secret.html").display().to_string();
+        let inside = ws.join("ok.html").display().to_string();
+        let reports = [
+            html("/proc/self/environ"),
+            html("../secret.html"),
+            html(&secret),
+            html("link.html"),
+            html("linked/secret.html"),
+            html("pipe.html"),
+            Report { report_html: Some("index.html".into()), report_dir: Some("linked".into()), ..Report::default() },
+            html("ok.html"),
+            html(&inside),
+        ];
+        let trace = "0123456789abcdef0123456789abcdef";
+        let kept = files.persist(trace, 1, &reports);
+        let errors: Vec<&str> = kept.iter().filter_map(|k| k["error"].as_str()).collect();
+        let not_kept = |why: &str| format!("report files not kept: {why}");
+        assert_eq!(
+            errors,
+            [
+                not_kept("report_html \"/proc/self/environ\" is outside the workspace"),
+                not_kept("report_html \"../secret.html\" is outside the workspace"),
+                not_kept(&format!("report_html {secret:?} is outside the workspace")),
+                not_kept("report_html \"link.html\" is (or passes through) a symbolic link"),
+                not_kept("report_html \"linked/secret.html\" is (or passes through) a symbolic link"),
+                not_kept("report_html \"pipe.html\" is not a regular file"),
+                not_kept("report_dir \"linked\" is (or passes through) a symbolic link"),
+            ]
+        );
+        assert_eq!(kept[7], json!({"html": "1-8/ok.html"}));
+        assert_eq!(kept[8], json!({"html": "1-9/ok.html"}));
+        assert_eq!(std::fs::read_to_string(files.file(trace, "1-8/ok.html").unwrap()).unwrap(), "<h1>ok</h1>");
+        assert!(!files.root.join(trace).join("1-1").exists(), "nothing is kept of a refused report");
     }
 }

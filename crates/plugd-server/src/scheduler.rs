@@ -96,26 +96,6 @@ async fn shut_down(state: &AppState, mut tasks: JoinSet<()>, running: Running) {
     }
 }
 
-/// Why a claimed invocation must fail instead of executing, under the configured limits.
-fn limit_exceeded(state: &AppState, claim: &Claim, now: Millis) -> Option<String> {
-    let invocation = &claim.stored.invocation;
-    if let Some(max) = state.config.max_invoke_count {
-        if invocation.invoke_count >= max {
-            return Some(format!("invocation reached the maximum invoke count of {max}"));
-        }
-    }
-    match claim.stored.deadline_at {
-        Some(deadline) if now >= deadline => {
-            let limit = state.config.deadline.unwrap_or_default();
-            Some(format!(
-                "invocation passed its deadline of {} after it was accepted",
-                humantime::format_duration(limit)
-            ))
-        }
-        _ => None,
-    }
-}
-
 async fn execute_claim(state: AppState, claim: Claim, _permit: OwnedSemaphorePermit, running: Running) {
     let now = now_ms();
     let trace_id = claim.stored.invocation.trace_id.clone();
@@ -129,7 +109,7 @@ async fn execute_claim(state: AppState, claim: Claim, _permit: OwnedSemaphorePer
     };
     // The claim stays renewed until its result is written (copying reports can take a while).
     let renewal = tokio::spawn(renew(state.clone(), trace_id.clone(), attempt));
-    let result = match limit_exceeded(&state, &claim, now) {
+    let result = match state.config.limits().exceeded(&claim.stored, &claim.trigger, now) {
         Some(err) => {
             let invocation = &claim.stored.invocation;
             let step = Step::fail(invocation.invoke_count, invocation.storage.clone(), invocation.outputs.clone(), err);

@@ -58,7 +58,7 @@ impl AppState {
         config: ServerConfig,
         logs: LogCapture,
     ) -> AppState {
-        let executor = Executor::new(registry.clone(), Arc::new(signer.clone()));
+        let executor = Executor::new(registry.clone(), Arc::new(signer.clone())).coerce_inputs(!config.strict_inputs);
         let mut api_routes: HashMap<String, Vec<ApiRoute>> = HashMap::new();
         for plugin in registry.iter() {
             api_routes.entry(plugin.info.name.clone()).or_default().extend(plugin.plugin.api_routes());
@@ -74,7 +74,11 @@ impl AppState {
             wake_scheduler: Notify::new(),
             wake_outbox: Notify::new(),
             api_routes,
-            report_files: ReportFiles { root: config.reports_dir.clone(), cap: config.max_report_bytes },
+            report_files: ReportFiles {
+                root: config.reports_dir.clone(),
+                workspace: config.workspace.clone(),
+                cap: config.max_report_bytes,
+            },
         }))
     }
 
@@ -93,8 +97,11 @@ impl AppState {
         }
         let forget = Forget(&self.logs, &invocation.trace_id);
         let started = Instant::now();
-        let step = self.executor.step(invocation, trigger).await;
+        let mut step = self.executor.step(invocation, trigger).await;
         self.metrics.execute_duration.observe(started.elapsed());
+        if let Ok(step) = &mut step {
+            step.callback_timeout = step.callback_timeout.or(self.config.callback_timeout);
+        }
         let logs = self.logs.take(&invocation.trace_id);
         drop(forget);
         step.map(|step| (step, logs))

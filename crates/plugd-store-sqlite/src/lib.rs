@@ -7,12 +7,15 @@ The embedded SQLite store of plugd, the default behind `plugd serve --db sqlite:
   answers each caller. A caller that got `Ok` has its write on disk (WAL).
 - A small pool of read-only connections serves reads, which never wait for the writer (WAL).
 - The schema is created and migrated on open, with versioned migrations (`PRAGMA user_version`).
+- Open refuses a damaged database (`PRAGMA quick_check`, with the way to recover in the error) and a
+  directory it cannot write in; [`Store::check_writable`] probes writes for readiness checks.
 
 `synchronous=NORMAL` (the default) survives any process crash, `kill -9` included: a commit is in the
 WAL before the caller hears of it. `synchronous=FULL` also survives power loss; group commit keeps it cheap.
 */
 #![deny(missing_docs)]
 
+mod health;
 mod migrations;
 mod ops;
 mod pool;
@@ -20,7 +23,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use plugd_core::store::{
     CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, FinishCallback, Millis, NewInvocation, OutboxItem,
@@ -58,12 +61,19 @@ impl Default for SqliteOptions {
     }
 }
 
+/// How long the result of a write probe answers [`Store::check_writable`].
+const PROBE_REUSE: Duration = Duration::from_secs(1);
+
+/// The last write probe: when, and how it went.
+type LastProbe = Option<(Instant, Result<(), StoreError>)>;
+
 /// The SQLite [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: Arc<Writer>,
     readers: Arc<ReaderPool>,
     path: PathBuf,
+    last_probe: Arc<tokio::sync::Mutex<LastProbe>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -86,11 +96,17 @@ pub(crate) fn sql_error(e: rusqlite::Error) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating and migrating if needed) the database at `path`.
+    /// Opens (creating and migrating if needed) the database at `path`, after checking that its
+    /// directory takes writes and that `PRAGMA quick_check` finds it sound.
     pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
         let writer = Writer::open(path, &options)?;
         let readers = ReaderPool::new(path, options.readers.max(1));
-        Ok(SqliteStore { writer: Arc::new(writer), readers: Arc::new(readers), path: path.to_owned() })
+        Ok(SqliteStore {
+            writer: Arc::new(writer),
+            readers: Arc::new(readers),
+            path: path.to_owned(),
+            last_probe: Arc::default(),
+        })
     }
 
     /// Parses `sqlite://PATH` (or a bare path) into a path.
@@ -105,6 +121,18 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Writes in the database's directory, then commits a change to one row.
+    async fn probe_writes(&self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || health::check_directory(&path))
+            .await
+            .map_err(|e| StoreError::new(StoreErrorKind::Data, format!("the write probe failed: {e}")))??;
+        self.writer.run(health::write_probe).await.map_err(|e| {
+            let message = format!("cannot write the database {}: {}", self.path.display(), e.message);
+            StoreError::new(e.kind, message)
+        })
     }
 }
 
@@ -189,5 +217,20 @@ impl Store for SqliteStore {
 
     fn stats(&self, now: Millis) -> StoreFuture<'_, StoreStats> {
         Box::pin(self.readers.run(move |c| ops::stats(c, now)))
+    }
+
+    /// Probes at most once a second; callers in between share the last result.
+    fn check_writable(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut last = self.last_probe.lock().await;
+            if let Some((at, result)) = last.as_ref() {
+                if at.elapsed() < PROBE_REUSE {
+                    return result.clone();
+                }
+            }
+            let result = self.probe_writes().await;
+            *last = Some((Instant::now(), result.clone()));
+            result
+        })
     }
 }

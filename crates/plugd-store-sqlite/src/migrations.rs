@@ -74,6 +74,25 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 3: the app that created an invocation, which alone may read its logs and reports.
     "ALTER TABLE invocations ADD COLUMN created_by TEXT;",
+    // 4: a callback URL takes several posts (one per wait), and a wait for a callback may time out.
+    r#"
+    CREATE TABLE callback_posts (
+        seq INTEGER PRIMARY KEY,
+        callback_id TEXT NOT NULL,
+        trace_id TEXT NOT NULL,
+        data TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        consumed_at INTEGER
+    ) STRICT;
+    INSERT INTO callback_posts (callback_id, trace_id, data, received_at, consumed_at)
+        SELECT callback_id, trace_id, data, received_at, consumed_at FROM callbacks ORDER BY received_at, rowid;
+    DROP TABLE callbacks;
+    ALTER TABLE callback_posts RENAME TO callbacks;
+    CREATE INDEX callbacks_by_trace ON callbacks (trace_id, seq);
+    CREATE INDEX callbacks_by_id ON callbacks (callback_id, seq);
+    ALTER TABLE invocations ADD COLUMN callback_deadline_at INTEGER;
+    ALTER TABLE invocations ADD COLUMN callback_timeout_ms INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use plugd_core::schedule::{self, ClaimDecision, Deadlines};
 use plugd_core::store::{
     millis_after, CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, FinishCallback, Millis, NewInvocation,
     OutboxItem, StoreError, StoreStats, StoredInvocation,
 };
-use plugd_core::{Invocation, Trigger};
+use plugd_core::Invocation;
 use plugd_sdk::{Callback, State};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
@@ -17,7 +18,8 @@ use crate::{data_error, sql_error};
 const MAX_LOG_BYTES: i64 = 64 * 1024;
 
 const COLUMNS: &str = "trace_id, plugin, version, state, invoke_count, inputs, context, storage, outputs, err, \
-                       created_at, updated_at, finish_at, next_run_at, lease_owner, lease_expires_at, attempt, deadline_at, created_by";
+                       created_at, updated_at, finish_at, next_run_at, lease_owner, lease_expires_at, attempt, deadline_at, created_by, \
+                       callback_deadline_at, callback_timeout_ms";
 
 type Res<T> = Result<T, StoreError>;
 
@@ -60,6 +62,11 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Res<StoredInvocation>> {
             attempt: row.get(16).map_err(sql_error)?,
             deadline_at: row.get(17).map_err(sql_error)?,
             created_by: row.get(18).map_err(sql_error)?,
+            callback_deadline_at: row.get(19).map_err(sql_error)?,
+            callback_timeout: row
+                .get::<_, Option<i64>>(20)
+                .map_err(sql_error)?
+                .map(|ms| Duration::from_millis(ms.max(0) as u64)),
         })
     })();
     Ok(parsed)
@@ -135,31 +142,43 @@ pub(crate) fn reports(conn: &Connection, trace_id: &str) -> Res<Option<Vec<Value
     texts.iter().map(|t| serde_json::from_str(t).map_err(data_error)).collect::<Res<Vec<Value>>>().map(Some)
 }
 
+fn oldest_pending_callback(conn: &Connection, trace_id: &str) -> Res<Option<Callback>> {
+    let pending: Option<(String, String)> = conn
+        .prepare_cached(
+            "SELECT callback_id, data FROM callbacks WHERE trace_id = ?1 AND consumed_at IS NULL ORDER BY seq LIMIT 1",
+        )
+        .and_then(|mut s| s.query_row([trace_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(sql_error)?;
+    pending.map(|(id, data)| Ok(Callback { id, data: serde_json::from_str(&data).map_err(data_error)? })).transpose()
+}
+
 fn has_pending_callbacks(conn: &Connection, trace_id: &str) -> Res<bool> {
     conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM callbacks WHERE trace_id = ?1 AND consumed_at IS NULL)")
         .and_then(|mut s| s.query_row([trace_id], |r| r.get(0)))
         .map_err(sql_error)
 }
 
-/// When a pending invocation runs next: a poll's due time, now for a CALLBACK with callbacks
-/// waiting, never otherwise.
-/// The deadline also wakes a pending invocation, so that it fails on time even if its callback never
-/// comes.
+/// When a pending invocation runs next ([`schedule::next_run_at`]), with what the database knows.
 fn next_run_at(
     conn: &Connection,
     trace_id: &str,
     state: State,
     poll_at: Option<Millis>,
-    deadline: Option<Millis>,
+    deadlines: Deadlines,
     now: Millis,
 ) -> Res<Option<Millis>> {
-    let earliest = |at: Millis| Some(deadline.map_or(at, |d| d.min(at)));
-    Ok(match state {
-        State::Poll => earliest(poll_at.unwrap_or(now)),
-        State::Callback if has_pending_callbacks(conn, trace_id)? => Some(now),
-        State::Callback => deadline,
-        _ => None,
-    })
+    let waiting = state == State::Callback && has_pending_callbacks(conn, trace_id)?;
+    Ok(schedule::next_run_at(state, poll_at, waiting, deadlines, now))
+}
+
+/// The end of a wait for a callback that starts `now`, and its length in milliseconds.
+fn callback_wait(state: State, timeout: Option<Duration>, now: Millis) -> (Option<Millis>, Option<i64>) {
+    match timeout {
+        Some(timeout) if state == State::Callback => {
+            (Some(millis_after(now, timeout)), Some(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)))
+        }
+        _ => (None, None),
+    }
 }
 
 /// A JSON object as stored text, without copying it into a `Value` first.
@@ -179,11 +198,13 @@ fn enqueue(conn: &Connection, trace_id: &str, callback: &FinishCallback, now: Mi
 pub(crate) fn insert(conn: &Connection, new: &NewInvocation) -> Res<()> {
     let inv = &new.invocation;
     let state = inv.state;
-    let next = next_run_at(conn, &inv.trace_id, state, new.next_run_at, new.deadline_at, new.now)?;
+    let (callback_deadline_at, callback_timeout_ms) = callback_wait(state, new.callback_timeout, new.now);
+    let deadlines = Deadlines { invocation: new.deadline_at, callback: callback_deadline_at };
+    let next = next_run_at(conn, &inv.trace_id, state, new.next_run_at, deadlines, new.now)?;
     let finish_at = state.is_final().then_some(new.now);
     let (storage, outputs) = (object_text(&inv.storage)?, object_text(&inv.outputs)?);
     conn.prepare_cached(&format!(
-        "INSERT INTO invocations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, NULL, NULL, 0, ?14, ?15)"
+        "INSERT INTO invocations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, NULL, NULL, 0, ?14, ?15, ?16, ?17)"
     ))
     .and_then(|mut s| {
         s.execute(params![
@@ -202,6 +223,8 @@ pub(crate) fn insert(conn: &Connection, new: &NewInvocation) -> Res<()> {
             next,
             new.deadline_at,
             new.created_by,
+            callback_deadline_at,
+            callback_timeout_ms,
         ])
     })
     .map_err(sql_error)?;
@@ -211,46 +234,33 @@ pub(crate) fn insert(conn: &Connection, new: &NewInvocation) -> Res<()> {
 
 pub(crate) fn claim(conn: &Connection, now: Millis, limit: usize, owner: &str, lease: Duration) -> Res<Vec<Claim>> {
     let until = millis_after(now, lease);
-    type Due = (String, Millis, u8, Option<Millis>);
+    type Due = (String, Millis, u8, Option<Millis>, Option<Millis>);
     let due: Vec<Due> = conn
         .prepare_cached(
-            "SELECT trace_id, next_run_at, state, deadline_at FROM invocations
+            "SELECT trace_id, next_run_at, state, deadline_at, callback_deadline_at FROM invocations
              WHERE next_run_at IS NOT NULL AND next_run_at <= ?1 ORDER BY next_run_at LIMIT ?2",
         )
         .and_then(|mut s| {
-            s.query_map(params![now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect()
+            s.query_map(params![now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                .collect()
         })
         .map_err(sql_error)?;
     let mut claims = Vec::with_capacity(due.len());
-    for (trace_id, due_at, state, deadline) in due {
-        let trigger = if state == State::Callback.code() {
-            let pending: Option<(String, String)> = conn
-                .prepare_cached(
-                    "SELECT callback_id, data FROM callbacks WHERE trace_id = ?1 AND consumed_at IS NULL
-                     ORDER BY received_at, rowid LIMIT 1",
+    for (trace_id, due_at, code, deadline, callback_deadline) in due {
+        let state = State::from_code(code).ok_or_else(|| data_error(format!("unknown state code {code}")))?;
+        let pending = if state == State::Callback { oldest_pending_callback(conn, &trace_id)? } else { None };
+        let deadlines = Deadlines { invocation: deadline, callback: callback_deadline };
+        let trigger = match schedule::claim_decision(state, pending, deadlines, now) {
+            ClaimDecision::Execute(trigger) => trigger,
+            ClaimDecision::WaitUntil(at) => {
+                conn.prepare_cached(
+                    "UPDATE invocations SET next_run_at = ?2, lease_owner = NULL, lease_expires_at = NULL
+                     WHERE trace_id = ?1",
                 )
-                .and_then(|mut s| s.query_row([&trace_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .and_then(|mut s| s.execute(params![trace_id, at]))
                 .map_err(sql_error)?;
-            match pending {
-                Some((id, data)) => {
-                    Trigger::Callback(Callback { id, data: serde_json::from_str(&data).map_err(data_error)? })
-                }
-                // Past its deadline with no callback: claimed so that the scheduler fails it.
-                None if deadline.is_some_and(|d| d <= now) => Trigger::Poll,
-                None => {
-                    // Nothing to deliver (a lease expired after the callback was consumed): wait
-                    // again, until a callback or the deadline.
-                    conn.prepare_cached(
-                        "UPDATE invocations SET next_run_at = ?2, lease_owner = NULL, lease_expires_at = NULL
-                         WHERE trace_id = ?1",
-                    )
-                    .and_then(|mut s| s.execute(params![trace_id, deadline]))
-                    .map_err(sql_error)?;
-                    continue;
-                }
+                continue;
             }
-        } else {
-            Trigger::Poll
         };
         let mut stmt = conn
             .prepare_cached(&format!(
@@ -287,18 +297,26 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Res<bool> {
         return Ok(false);
     };
     if let Some(id) = &c.consumed_callback {
-        conn.prepare_cached("UPDATE callbacks SET consumed_at = ?2 WHERE callback_id = ?1")
-            .and_then(|mut s| s.execute(params![id, c.now]))
-            .map_err(sql_error)?;
+        // The post delivered is the oldest one of that id not yet consumed (one execute at a time).
+        conn.prepare_cached(
+            "UPDATE callbacks SET consumed_at = ?3 WHERE seq = (
+                 SELECT seq FROM callbacks WHERE trace_id = ?1 AND callback_id = ?2 AND consumed_at IS NULL
+                 ORDER BY seq LIMIT 1)",
+        )
+        .and_then(|mut s| s.execute(params![c.trace_id, id, c.now]))
+        .map_err(sql_error)?;
     }
     let step = &c.step;
     let poll_at = step.poll_after.map(|d| millis_after(c.now, d));
-    let next = next_run_at(conn, &c.trace_id, step.state, poll_at, deadline, c.now)?;
+    let (callback_deadline_at, callback_timeout_ms) = callback_wait(step.state, step.callback_timeout, c.now);
+    let deadlines = Deadlines { invocation: deadline, callback: callback_deadline_at };
+    let next = next_run_at(conn, &c.trace_id, step.state, poll_at, deadlines, c.now)?;
     let finish_at = step.state.is_final().then_some(c.now);
     let (storage, outputs) = (object_text(&step.storage)?, object_text(&step.outputs)?);
     conn.prepare_cached(
         "UPDATE invocations SET state = ?3, invoke_count = ?4, storage = ?5, outputs = ?6, err = ?7, updated_at = ?8,
-             finish_at = ?9, next_run_at = ?10, lease_owner = NULL, lease_expires_at = NULL
+             finish_at = ?9, next_run_at = ?10, lease_owner = NULL, lease_expires_at = NULL,
+             callback_deadline_at = ?11, callback_timeout_ms = ?12
          WHERE trace_id = ?1 AND attempt = ?2",
     )
     .and_then(|mut s| {
@@ -313,6 +331,8 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Res<bool> {
             c.now,
             finish_at,
             next,
+            callback_deadline_at,
+            callback_timeout_ms,
         ])
     })
     .map_err(sql_error)?;
@@ -356,16 +376,17 @@ pub(crate) fn add_callback(
             return Ok(CallbackReceipt::Finished(state));
         }
     }
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO callbacks (callback_id, trace_id, data, received_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (callback_id) DO NOTHING",
-        )
+    // The same post again (a third party retrying after a lost reply) is not a new callback.
+    let last: Option<String> = conn
+        .prepare_cached("SELECT data FROM callbacks WHERE callback_id = ?1 AND trace_id = ?2 ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut s| s.query_row(params![callback.id, trace_id], |r| r.get(0)).optional())
+        .map_err(sql_error)?;
+    if last.is_some_and(|text| serde_json::from_str::<Value>(&text).is_ok_and(|data| data == callback.data)) {
+        return Ok(CallbackReceipt::AlreadyReceived);
+    }
+    conn.prepare_cached("INSERT INTO callbacks (callback_id, trace_id, data, received_at) VALUES (?1, ?2, ?3, ?4)")
         .and_then(|mut s| s.execute(params![callback.id, trace_id, callback.data.to_string(), now]))
         .map_err(sql_error)?;
-    if inserted == 0 {
-        return Ok(CallbackReceipt::Duplicate);
-    }
     // Due now if it waits for a callback and no execute holds it; otherwise the running execute's
     // completion (or the commit of its first step) sees the pending callback.
     if let Some((code, None)) = row {

@@ -8,7 +8,7 @@ use plugd_core::store::{StoreError, StoreErrorKind};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{migrations, sql_error, SqliteOptions, Synchronous};
+use crate::{health, migrations, sql_error, SqliteOptions, Synchronous};
 
 /// One queued write: runs inside the batch transaction, answers after the commit.
 trait Job: Send {
@@ -63,9 +63,9 @@ impl Drop for Writer {
 impl Writer {
     /// Opens the database, migrates it, and starts the writer thread.
     pub(crate) fn open(path: &Path, options: &SqliteOptions) -> Result<Writer, StoreError> {
-        let mut conn = Connection::open(path).map_err(|e| {
-            StoreError::new(StoreErrorKind::Unavailable, format!("cannot open {}: {e}", path.display()))
-        })?;
+        health::check_directory(path)?;
+        let mut conn = Connection::open(path).map_err(|e| health::explain(path, e))?;
+        health::quick_check(&conn, path)?;
         let synchronous = match options.synchronous {
             Synchronous::Normal => "NORMAL",
             Synchronous::Full => "FULL",
@@ -74,9 +74,9 @@ impl Writer {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;
              PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = ON;"
         ))
-        .map_err(sql_error)?;
+        .map_err(|e| health::explain(path, e))?;
         migrations::migrate(&mut conn)
-            .map_err(sql_error)?
+            .map_err(|e| health::explain(path, e))?
             .map_err(|e| StoreError::new(StoreErrorKind::Data, format!("{}: {e}", path.display())))?;
         // A background connection copies the WAL into the database continuously (PASSIVE, never
         // blocking), so the writer's own automatic checkpoint, which lets the WAL restart from the

@@ -33,11 +33,21 @@ fn new(inv: &Invocation, now: i64, next_run_at: Option<i64>) -> NewInvocation {
         logs: "first\n".into(),
         reports: vec![json!({"description": "first"})],
         created_by: Some("bk_sops".into()),
+        callback_timeout: None,
     }
 }
 
 fn step(state: State, invoke_count: u32, poll_after: Option<Duration>) -> Step {
-    Step { state, invoke_count, storage: Map::new(), outputs: Map::new(), err: None, poll_after, reports: Vec::new() }
+    Step {
+        state,
+        invoke_count,
+        storage: Map::new(),
+        outputs: Map::new(),
+        err: None,
+        poll_after,
+        callback_timeout: None,
+        reports: Vec::new(),
+    }
 }
 
 fn completion(trace_id: &str, attempt: i64, step: Step, now: i64) -> Completion {
@@ -107,13 +117,13 @@ async fn polls_are_claimed_when_due_leased_and_fenced() {
 }
 
 #[tokio::test]
-async fn callbacks_are_kept_even_before_the_invocation_commits_and_used_once() {
+async fn callbacks_are_kept_even_before_the_invocation_commits_and_delivered_once_each() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let inv = invocation(State::Callback);
     let early = Callback { id: "a".repeat(32), data: json!({"early": true}) };
     assert_eq!(store.add_callback(&inv.trace_id, early.clone(), 500).await.unwrap(), CallbackReceipt::Accepted);
-    assert_eq!(store.add_callback(&inv.trace_id, early.clone(), 501).await.unwrap(), CallbackReceipt::Duplicate);
+    assert_eq!(store.add_callback(&inv.trace_id, early.clone(), 501).await.unwrap(), CallbackReceipt::AlreadyReceived);
     store.insert(new(&inv, 1_000, None)).await.unwrap();
     assert_eq!(store.next_due().await.unwrap(), Some(1_000), "due as soon as its CALLBACK state commits");
     let claim = store.claim(1_000, 10, "a", LEASE).await.unwrap().remove(0);
@@ -128,8 +138,16 @@ async fn callbacks_are_kept_even_before_the_invocation_commits_and_used_once() {
     assert!(store.complete(done).await.unwrap());
     let claim = store.claim(1_300, 10, "a", LEASE).await.unwrap().remove(0);
     assert_eq!(claim.trigger, Trigger::Callback(late.clone()));
-    let mut done = completion(&inv.trace_id, claim.stored.attempt, step(State::Success, 3, None), 1_400);
+    // The invocation waits again: the same URL takes another post, delivered after the first.
+    let again = Callback { id: late.id.clone(), data: json!({"again": true}) };
+    assert_eq!(store.add_callback(&inv.trace_id, again.clone(), 1_350).await.unwrap(), CallbackReceipt::Accepted);
+    let mut done = completion(&inv.trace_id, claim.stored.attempt, step(State::Callback, 3, None), 1_400);
     done.consumed_callback = Some(late.id.clone());
+    assert!(store.complete(done).await.unwrap());
+    let claim = store.claim(1_400, 10, "a", LEASE).await.unwrap().remove(0);
+    assert_eq!(claim.trigger, Trigger::Callback(again.clone()));
+    let mut done = completion(&inv.trace_id, claim.stored.attempt, step(State::Success, 4, None), 1_450);
+    done.consumed_callback = Some(again.id.clone());
     assert!(store.complete(done).await.unwrap());
     let after = Callback { id: "c".repeat(32), data: json!({}) };
     assert_eq!(
@@ -236,4 +254,27 @@ async fn a_newer_schema_is_refused() {
     rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
     let err = SqliteStore::open(&path, SqliteOptions::default()).unwrap_err();
     assert!(err.message.contains("newer than this plugd"), "{err}");
+}
+
+#[tokio::test]
+async fn a_wait_for_a_callback_comes_due_at_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let inv = invocation(State::Callback);
+    let mut first = new(&inv, 1_000, None);
+    first.callback_timeout = Some(Duration::from_millis(500));
+    store.insert(first).await.unwrap();
+    assert_eq!(store.next_due().await.unwrap(), Some(1_500));
+    assert!(store.claim(1_499, 10, "a", LEASE).await.unwrap().is_empty());
+    let claim = store.claim(1_500, 10, "a", LEASE).await.unwrap().remove(0);
+    assert_eq!(claim.trigger, Trigger::Poll, "claimed to fail it");
+    assert_eq!(
+        (claim.stored.callback_deadline_at, claim.stored.callback_timeout),
+        (Some(1_500), Some(Duration::from_millis(500)))
+    );
+    let limits = plugd_core::schedule::Limits::default();
+    assert_eq!(
+        limits.exceeded(&claim.stored, &claim.trigger, 1_500).as_deref(),
+        Some("plugin schedule failed: callback timeout after 500ms")
+    );
 }

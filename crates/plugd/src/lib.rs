@@ -51,7 +51,13 @@ pub const SERVE_OPT_IN: &[&str] = &["command", "webhook", "email", "amqp", "gitl
 ///
 /// Returns the process exit code (see [`exit`]); a registry that fails its checks (a duplicate
 /// version, an invalid version) is reported and exits with [`exit::USAGE`].
+///
+/// Process plugins run under this same binary, started again with a hidden first argument as
+/// their reaper (see `plugd_process::reaper`); that is handled here, before anything else.
 pub fn main(plugins: RegistryBuilder) -> std::process::ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == plugd_process::reaper::REAPER_ARG) {
+        plugd_process::reaper::main(std::env::args_os().skip(2));
+    }
     cli::main(plugins, std::env::args_os())
 }
 

@@ -228,3 +228,34 @@ async fn an_unregistered_version_fails_the_invocation() {
     assert_eq!(inv.state, State::Fail);
     assert!(inv.err.unwrap().contains(r#"plugin "probe" has no version "9.9.9""#));
 }
+
+#[tokio::test]
+async fn a_converting_executor_runs_what_pydantic_v1_would_accept() {
+    let (inputs, context) = (json!({"mode": "success", "template_id": "7"}), json!({"executor": 42}));
+    let mut strict = Invocation::new("probe", "1.0.0", inputs.clone(), context.clone());
+    step(&executor(), &mut strict, Trigger::Start).await;
+    assert_eq!(strict.err.as_deref(), Some(r#"inputs validation error: /template_id: expected integer, got "7""#));
+
+    let converting = executor().coerce_inputs(true);
+    // Each execute converts, whether or not the record was converted first...
+    let mut inv = Invocation::new("probe", "1.0.0", inputs.clone(), context.clone());
+    step(&converting, &mut inv, Trigger::Start).await;
+    assert_eq!((inv.state, inv.err.as_deref()), (State::Success, None));
+    assert_eq!(
+        Value::Object(inv.outputs),
+        json!({"executor": "42", "count": 1}),
+        "the plugin saw the converted context"
+    );
+    // ...and a keeper of records converts it before storing it.
+    let mut inv = Invocation::new("probe", "1.0.0", inputs.clone(), context.clone());
+    converting.coerce_invocation(&mut inv);
+    assert_eq!((inv.inputs, inv.context), (json!({"mode": "success", "template_id": 7}), json!({"executor": "42"})));
+    let mut untouched = Invocation::new("probe", "1.0.0", inputs.clone(), context.clone());
+    executor().coerce_invocation(&mut untouched);
+    assert_eq!((untouched.inputs, untouched.context), (inputs, context));
+
+    // What pydantic refuses stays refused, with the same message.
+    let mut refused = Invocation::new("probe", "1.0.0", json!({"mode": "success", "template_id": "abc"}), json!({}));
+    step(&converting, &mut refused, Trigger::Start).await;
+    assert_eq!(refused.err.as_deref(), Some(r#"inputs validation error: /template_id: expected integer, got "abc""#));
+}

@@ -16,9 +16,10 @@ use serde_json::{json, Value};
 use super::{fail, unreadable_body, Scoped};
 use crate::state::{now_ms, AppState};
 
-/// The callback endpoint's own envelope: `{"result", "message"}`, no `data`, no `trace_id`.
+/// The callback endpoint's envelope: the Python framework's `{"result", "message"}` (no `trace_id`),
+/// with the `data: null` of every other reply.
 fn reply(status: StatusCode, result: bool, message: &str) -> Response {
-    (status, Json(json!({"result": result, "message": message}))).into_response()
+    (status, Json(json!({"result": result, "data": null, "message": message}))).into_response()
 }
 
 /// A third party calls back. The signed token says which invocation and which prepared callback;
@@ -65,9 +66,7 @@ pub(super) async fn callback(
             state.wake_scheduler.notify_one();
             reply(StatusCode::OK, true, "callback success")
         }
-        Ok(CallbackReceipt::Duplicate) => {
-            reply(StatusCode::BAD_REQUEST, false, &format!("callback {} was already received", claims.callback_id))
-        }
+        Ok(CallbackReceipt::AlreadyReceived) => reply(StatusCode::OK, true, "callback already received"),
         Ok(CallbackReceipt::Finished(finished)) => reply(
             StatusCode::BAD_REQUEST,
             false,

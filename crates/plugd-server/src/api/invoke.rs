@@ -103,6 +103,8 @@ pub(super) async fn invoke(
     };
 
     let mut invocation = Invocation::new(&name, &plugin.info.version, inputs, context);
+    // Stored as converted (pydantic v1's conversions, unless --strict-inputs): later executes see the same.
+    state.executor.coerce_invocation(&mut invocation);
     let trace_id = invocation.trace_id.clone();
     let executor_error = |e: &dyn std::fmt::Display| {
         tracing::error!(%trace_id, "invoke failed: {e}");
@@ -114,6 +116,7 @@ pub(super) async fn invoke(
     };
     let now = now_ms();
     let next_run_at = step.poll_after.map(|after| millis_after(now, after));
+    let callback_timeout = step.callback_timeout;
     invocation.apply(step);
     let deadline_at = state.config.deadline.map(|d| millis_after(now, d));
     let reports = state.keep_reports(&trace_id, invocation.invoke_count, invocation.reports.clone()).await;
@@ -124,7 +127,16 @@ pub(super) async fn invoke(
         "trace_id": trace_id,
     });
     let waits = !invocation.state.is_final();
-    let new = NewInvocation { invocation, now, next_run_at, deadline_at, logs, reports, created_by: caller.app_code };
+    let new = NewInvocation {
+        invocation,
+        now,
+        next_run_at,
+        deadline_at,
+        logs,
+        reports,
+        created_by: caller.app_code,
+        callback_timeout,
+    };
     // Accepted only once recorded: a crash before this line loses nothing the caller was told.
     if let Err(e) = state.store.insert(new).await {
         return executor_error(&e);

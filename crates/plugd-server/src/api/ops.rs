@@ -18,9 +18,15 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Ready when the store answers reads and takes writes (a full disk or a read-only database is not
+/// ready: every invoke would fail).
 pub(super) async fn healthz(State(state): State<AppState>) -> Response {
-    match state.store.next_due().await {
-        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+    let checked = match state.store.next_due().await {
+        Ok(_) => state.store.check_writable().await,
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(()) => Json(json!({"status": "ok"})).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "error": e.to_string()})))
             .into_response(),
     }

@@ -131,6 +131,31 @@ impl Plugin for Reporter {
     }
 }
 
+/// Context inputs of `waiter`: the finish callback.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+pub(crate) struct WaiterContext {
+    // Read by the server, which calls the caller back; the plugin itself needs nothing of it.
+    #[allow(dead_code)]
+    plugin_callback_info: Option<plugd_sdk::PluginCallbackInfo>,
+}
+
+/// Waits 300 ms for a callback, then times out; calls its caller back when it ends.
+pub(crate) struct Waiter;
+
+impl Plugin for Waiter {
+    type Inputs = Empty;
+    type ContextInputs = WaiterContext;
+    type Outputs = Empty;
+    const META: Meta =
+        Meta::new("waiter", "1.0.0").description("Waits briefly for a callback.").enable_plugin_callback(true);
+
+    async fn execute(&self, _: Empty, ctx: &mut Context<WaiterContext>) -> Result<Outcome, PluginError> {
+        let prepared = ctx.prepare_callback()?;
+        ctx.outputs.insert("callback_url".into(), json!(prepared.url));
+        Ok(Outcome::CallbackWithin(std::time::Duration::from_millis(300)))
+    }
+}
+
 pub(crate) fn add(builder: RegistryBuilder) -> RegistryBuilder {
-    builder.plugin(Racer).plugin(Collector).plugin(Logger).plugin(Reporter)
+    builder.plugin(Racer).plugin(Collector).plugin(Logger).plugin(Reporter).plugin(Waiter)
 }

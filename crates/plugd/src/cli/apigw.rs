@@ -36,11 +36,12 @@ pub(crate) fn apigw(plugins: RegistryBuilder, args: ApigwArgs) -> CliResult {
     let prefix = match &plugin {
         None => format!("{sub_path}/bk_plugin"),
         Some(name) => {
-            let (registry, _, _) =
-                super::plugins::for_spec(plugins, name, &plugd_process::ProcessOptions::default())?;
+            let (registry, _, _) = super::plugins::for_spec(plugins, name, &plugd_process::ProcessOptions::default())?;
             if !registry.contains(name) {
                 let available = registry.names().collect::<Vec<_>>().join(", ");
-                return Err(CliError::Usage(format!("--plugin {name:?} is not a plugin; available plugins: {available}")));
+                return Err(CliError::Usage(format!(
+                    "--plugin {name:?} is not a plugin; available plugins: {available}"
+                )));
             }
             format!("{sub_path}/plugins/{name}/bk_plugin")
         }

@@ -58,6 +58,9 @@ struct FileArgs {
     /// The hooks file.
     #[arg(long, default_value = "plugd-hooks.yaml")]
     config: PathBuf,
+    /// Run process plugins and the command plugin as this user (plugd must run as root).
+    #[arg(long, env = "PLUGD_PLUGIN_USER", value_name = "NAME")]
+    plugin_user: Option<String>,
 }
 
 /// `package.x=...` and `release.x=...` into template values, with defaults for what is derived.
@@ -88,7 +91,7 @@ fn values(set: &[String]) -> CliResult<TemplateValues> {
 }
 
 fn load(builder: RegistryBuilder, file: &FileArgs) -> CliResult<(HooksFile, std::sync::Arc<plugd_core::Registry>)> {
-    let options = super::plugins::process_options(true)?;
+    let options = super::plugins::process_options(true, file.plugin_user.as_deref())?;
     let registry = super::plugins::build(super::plugins::with_installed(builder, &options))?;
     let hooks = HooksFile::load(&file.config, &registry).map_err(|e| CliError::Usage(e.to_string()))?;
     Ok((hooks, registry))

@@ -104,8 +104,8 @@ pub(crate) fn fields(schema: &Value) -> Vec<Field> {
         .collect()
 }
 
-/// Follows `$ref` into `definitions`, and picks the non-null branch of `anyOf`/`oneOf`
-/// (the shape of `Option<T>`).
+/// Follows `$ref` into `definitions`, picks the non-null branch of `anyOf`/`oneOf` (the shape of
+/// `Option<T>`), and the one member of `allOf` (pydantic's reference with a title or description).
 fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
     let mut current = schema;
     for _ in 0..16 {
@@ -115,7 +115,7 @@ fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
                 Some(target) => current = target,
                 None => return current,
             }
-        } else if let Some(branches) = current.get("anyOf").or_else(|| current.get("oneOf")).and_then(Value::as_array) {
+        } else if let Some(branches) = ["anyOf", "oneOf", "allOf"].iter().find_map(|k| current.get(*k)?.as_array()) {
             match branches.iter().find(|b| b.get("type").and_then(Value::as_str) != Some("null")) {
                 Some(branch) => current = branch,
                 None => return current,
@@ -226,6 +226,7 @@ mod tests {
                 "dry_run": {"type": "boolean", "default": false},
                 "mode": {"$ref": "#/definitions/Mode"},
                 "level": {"anyOf": [{"$ref": "#/definitions/Mode"}, {"type": "null"}], "description": "Optional mode."},
+                "speed": {"title": "Speed", "description": "As pydantic.", "allOf": [{"$ref": "#/definitions/Mode"}]},
                 "tags": {"type": "array", "items": {"type": "string"}},
                 "ports": {"type": "array", "items": {"type": "integer"}},
                 "env": {"type": "object"},
@@ -252,6 +253,7 @@ mod tests {
                 "dry_run boolean default false None",
                 r#"mode one of "fast", "safe" required Some("How.")"#,
                 r#"level one of "fast", "safe" optional Some("Optional mode.")"#,
+                r#"speed one of "fast", "safe" optional Some("As pydantic.")"#,
                 "tags array of string optional None",
                 "ports array of integer optional None",
                 "env object optional None",

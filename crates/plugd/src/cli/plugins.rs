@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use plugd_core::{Registry, RegistryBuilder};
-use plugd_process::{home, ProcessOptions, ProcessPlugin};
+use plugd_process::{home, PluginUser, ProcessOptions, ProcessPlugin};
 use plugd_sdk::PluginInfo;
 
 use super::{CliError, CliResult};
@@ -16,14 +16,31 @@ pub(crate) fn is_path(spec: &str) -> bool {
 }
 
 /// How process plugins run: `echo` their output or not, with the default execute timeout from
-/// `PLUGD_PROCESS_TIMEOUT` (10 minutes without it).
-pub(crate) fn process_options(echo: bool) -> CliResult<ProcessOptions> {
-    let mut options = ProcessOptions { echo, ..ProcessOptions::default() };
-    if let Some(raw) = std::env::var("PLUGD_PROCESS_TIMEOUT").ok().filter(|raw| !raw.is_empty()) {
-        options.default_timeout = super::parse_positive_duration(&raw)
-            .map_err(|e| CliError::Usage(format!("PLUGD_PROCESS_TIMEOUT: {e}")))?;
+/// `PLUGD_PROCESS_TIMEOUT` (10 minutes without it), under this binary as their reaper, and as
+/// `plugin_user` if given (`--plugin-user`). The `command` plugin runs the same way.
+pub(crate) fn process_options(echo: bool, plugin_user: Option<&str>) -> CliResult<ProcessOptions> {
+    let mut options = ProcessOptions { echo, reaper: Some(reaper()), ..ProcessOptions::default() };
+    if let Some(name) = plugin_user {
+        let user = PluginUser::lookup(name).map_err(|e| CliError::Usage(format!("--plugin-user {name}: {e}")))?;
+        options.plugin_user = Some(user);
     }
+    if let Some(raw) = std::env::var("PLUGD_PROCESS_TIMEOUT").ok().filter(|raw| !raw.is_empty()) {
+        options.default_timeout =
+            super::parse_positive_duration(&raw).map_err(|e| CliError::Usage(format!("PLUGD_PROCESS_TIMEOUT: {e}")))?;
+    }
+    plugd_process::command::set_containment(&options);
     Ok(options)
+}
+
+/// This very binary, to run again as the reaper of plugin processes (`plugd::main` dispatches
+/// its hidden argument): `/proc/self/exe`, which still runs it after the file was replaced or
+/// deleted (an upgrade), else its path.
+fn reaper() -> PathBuf {
+    let proc_exe = Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        return proc_exe.to_owned();
+    }
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from(std::env::args_os().next().unwrap_or_default()))
 }
 
 /// The plugin folder at `path`, as a usage error naming file and line when it does not load.

@@ -90,7 +90,8 @@ pub(crate) fn run(plugins: RegistryBuilder, args: RunArgs, verbose: bool) -> Cli
         return if args.options.help { Ok(ExitCode::SUCCESS) } else { Err(CliError::Usage("missing <PLUGIN>".into())) };
     };
     // Process plugins show their output as it comes.
-    let options = super::plugins::process_options(true)?;
+    let plugin_user = std::env::var("PLUGD_PLUGIN_USER").ok().filter(|user| !user.is_empty());
+    let options = super::plugins::process_options(true, plugin_user.as_deref())?;
     let (registry, spec, folder) = super::plugins::for_spec(plugins, &spec, &options)?;
     let plugin = lookup(&registry, &spec)?;
     let input_fields = fields(&plugin.schemas.inputs);

@@ -47,6 +47,9 @@ pub(crate) struct ServeArgs {
     /// Fail invocations still pending this long after they were accepted (e.g. 1d).
     #[arg(long, env = "PLUGD_DEADLINE", value_parser = parse_duration)]
     deadline: Option<Duration>,
+    /// Fail invocations that wait this long for a callback, unless their plugin sets its own wait (e.g. 1d).
+    #[arg(long, env = "PLUGD_CALLBACK_TIMEOUT", value_parser = parse_positive_duration)]
+    callback_timeout: Option<Duration>,
     /// Days to keep finished invocations, their logs and callbacks.
     #[arg(long, env = "SCHEDULE_PERSISTENT_DAYS", default_value_t = 30)]
     retention_days: u32,
@@ -85,6 +88,11 @@ pub(crate) struct ServeArgs {
     /// does); BK-SOPS then needs to call it through the API gateway.
     #[arg(long, env = "PLUGD_PRIVATE_SCHEDULE")]
     private_schedule: bool,
+    /// Validate inputs and context as declared, without converting them first the way the Python
+    /// framework (pydantic v1) does: "3" for an integer, 123 for a string, "yes" for a boolean,
+    /// null for an optional field.
+    #[arg(long, env = "PLUGD_STRICT_INPUTS")]
+    strict_inputs: bool,
     /// SQLite durability: normal survives crashes, full also power loss.
     #[arg(long, env = "PLUGD_SQLITE_SYNCHRONOUS", value_enum, default_value_t = SyncMode::Normal)]
     sqlite_synchronous: SyncMode,
@@ -100,12 +108,19 @@ pub(crate) struct ServeArgs {
     /// A folder of plugin folders (plugin.yaml or qciplugin.yml) to serve beside the others.
     #[arg(long, env = "PLUGD_PLUGINS_DIR", value_name = "DIR")]
     plugins: Vec<PathBuf>,
+    /// The folder process plugins run in, and the only one their report files may come from
+    /// [default: <database>-workspace next to the database]; it must not hold plugd's own files.
+    #[arg(long, env = "PLUGD_WORKSPACE", value_name = "DIR")]
+    workspace: Option<PathBuf>,
     /// Where report files are kept [default: <database>-reports next to the database].
     #[arg(long, env = "PLUGD_REPORTS_DIR")]
     reports_dir: Option<PathBuf>,
     /// A file holding the callback signing secret (also PLUGD_CALLBACK_SECRET) [default: generated, kept in the database].
     #[arg(long, env = "PLUGD_CALLBACK_SECRET_FILE")]
     callback_secret_file: Option<PathBuf>,
+    /// Run process plugins and the command plugin as this user (plugd must run as root).
+    #[arg(long, env = "PLUGD_PLUGIN_USER", value_name = "NAME")]
+    plugin_user: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -152,6 +167,7 @@ fn config(args: &ServeArgs) -> CliResult<ServerConfig> {
     config.callback_ttl = args.callback_ttl;
     config.max_invoke_count = args.max_invoke_count;
     config.deadline = args.deadline;
+    config.callback_timeout = args.callback_timeout;
     config.retention = Duration::from_secs(u64::from(args.retention_days) * 86_400);
     config.grace_period = args.grace_period;
     config.lease = args.lease.max(Duration::from_secs(1));
@@ -163,6 +179,7 @@ fn config(args: &ServeArgs) -> CliResult<ServerConfig> {
     config.header_read_timeout = args.header_read_timeout;
     config.body_read_timeout = args.body_read_timeout;
     config.private_schedule = args.private_schedule;
+    config.strict_inputs = args.strict_inputs;
 
     let mut tokens = Vec::new();
     if let Ok(text) = std::env::var("PLUGD_AUTH_TOKENS") {
@@ -229,6 +246,42 @@ fn disabled_plugins(enabled: &[String]) -> CliResult<Vec<&'static str>> {
     Ok(crate::SERVE_OPT_IN.iter().copied().filter(|name| !enabled.iter().any(|e| e == name)).collect())
 }
 
+/// The files that hold plugd's secrets and state: the database, its reports, credentials.
+fn own_files(args: &ServeArgs, database: &Path, reports_dir: &Path) -> Vec<PathBuf> {
+    let mut files = vec![database.to_owned(), reports_dir.to_owned()];
+    files.extend(
+        [&args.auth_tokens_file, &args.apigw_public_key, &args.allow_scope, &args.callback_secret_file]
+            .into_iter()
+            .flatten()
+            .cloned(),
+    );
+    files
+}
+
+/// A report may copy any regular file of the workspace to its callers: refuses a workspace that
+/// holds the database (and so the callback secret), another invocation's reports, or credentials.
+fn check_workspace(workspace: &Path, own: &[PathBuf]) -> CliResult<()> {
+    // A path not yet created is taken as written.
+    let resolve = |path: &Path| {
+        std::fs::canonicalize(path)
+            .or_else(|_| std::path::absolute(path).map(|p| p.components().collect::<PathBuf>()))
+            .unwrap_or_else(|_| path.to_owned())
+    };
+    let workspace = resolve(workspace);
+    for file in own {
+        let resolved = resolve(file);
+        if resolved.starts_with(&workspace) {
+            return Err(CliError::Usage(format!(
+                "the workspace {} holds {}: plugins could report it to their callers; give --workspace \
+                 a folder of its own",
+                workspace.display(),
+                file.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Makes this process's memory and environment (`/proc/<pid>/environ`, `mem`, `maps`) unreadable to
 /// other processes of the same user, plugins included, as ssh-agent does: they hold the tokens and
 /// the callback secret.
@@ -244,18 +297,22 @@ pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) ->
     super::init_logging_with(verbose, "info", Some(capture.clone()));
     protect_process_memory();
     let disabled = disabled_plugins(&args.enable_plugins)?;
-    let options = super::plugins::process_options(false)?;
+    let path = SqliteStore::path_from_url(&args.db).map_err(CliError::Usage)?;
+    let beside_database = |suffix: &str| {
+        let mut name = path.file_name().unwrap_or_default().to_owned();
+        name.push(suffix);
+        path.with_file_name(name)
+    };
+    let mut config = config(&args)?;
+    config.reports_dir = args.reports_dir.clone().unwrap_or_else(|| beside_database("-reports"));
+    // Report files must be inside the folder plugins run in, which holds none of plugd's own.
+    config.workspace = args.workspace.clone().unwrap_or_else(|| beside_database("-workspace"));
+    check_workspace(&config.workspace, &own_files(&args, &path, &config.reports_dir))?;
+    let mut options = super::plugins::process_options(false, args.plugin_user.as_deref())?;
+    options.workspace = config.workspace.clone();
     let (builder, folders) = super::plugins::with_dirs(plugins.without(&disabled), &args.plugins, &options)?;
     let registry = super::plugins::build(builder)?;
-    let config = config(&args)?;
     plugd_server::check_config(&config, &registry).map_err(|e| CliError::Usage(e.to_string()))?;
-    let path = SqliteStore::path_from_url(&args.db).map_err(CliError::Usage)?;
-    let mut config = config;
-    config.reports_dir = args.reports_dir.clone().unwrap_or_else(|| {
-        let mut name = path.file_name().unwrap_or_default().to_owned();
-        name.push("-reports");
-        path.with_file_name(name)
-    });
     let options = SqliteOptions {
         synchronous: match args.sqlite_synchronous {
             SyncMode::Normal => Synchronous::Normal,
@@ -271,6 +328,13 @@ pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) ->
         super::plugins::install_all(&folders).await?;
         let store = SqliteStore::open(&path, options)
             .with_context(|| format!("cannot open the database {}", path.display()))?;
+        match std::fs::create_dir(&config.workspace) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(CliError::Usage(format!("--workspace {}: {e}", config.workspace.display())));
+            }
+            _ => {}
+        }
+
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

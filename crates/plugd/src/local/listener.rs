@@ -1,12 +1,14 @@
 //! The temporary callback listener of a local run.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use plugd_sdk::{Callback, CallbackPreparation, CallbackPreparer};
@@ -31,8 +33,8 @@ struct Sessions {
     open: HashMap<String, UnboundedSender<Callback>>,
     /// Callbacks handed out, by trace id.
     issued: HashMap<String, Vec<CallbackPreparation>>,
-    /// Callback ids already delivered: each is used once.
-    consumed: HashSet<String>,
+    /// The data of the last post accepted on each callback id: the same post again is a retry.
+    last_posts: HashMap<String, Value>,
 }
 
 /// Closes a run's session when dropped: later callbacks for it are refused.
@@ -63,6 +65,7 @@ impl LocalCallbacks {
             .route("/bk_plugin/callback/{token}", post(receive))
             .route("/bk_plugin/callback/{token}/", post(receive))
             .layer(DefaultBodyLimit::max(MAX_CALLBACK_BODY))
+            .layer(middleware::from_fn(refuse_web_pages))
             .with_state(callbacks.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -86,11 +89,9 @@ impl LocalCallbacks {
         Session { callbacks: self.clone(), trace_id: trace_id.to_owned() }
     }
 
-    /// The callbacks of `trace_id` handed out and not yet used.
+    /// The callbacks of `trace_id` handed out: each URL takes a post whenever the run waits.
     pub(crate) fn outstanding(&self, trace_id: &str) -> Vec<CallbackPreparation> {
-        let state = self.lock();
-        let issued = state.issued.get(trace_id).map(Vec::as_slice).unwrap_or_default();
-        issued.iter().filter(|c| !state.consumed.contains(&c.id)).cloned().collect()
+        self.lock().issued.get(trace_id).cloned().unwrap_or_default()
     }
 }
 
@@ -118,15 +119,29 @@ async fn receive(State(callbacks): State<Arc<LocalCallbacks>>, Path(token): Path
         return refuse("invalid request body".into());
     };
     let mut state = callbacks.lock();
-    if state.consumed.contains(&claims.callback_id) {
-        return refuse(format!("callback {} was already used", claims.callback_id));
-    }
     let Some(run) = state.open.get(&claims.trace_id) else {
         return refuse(format!("invocation {} is not waiting for callbacks", claims.trace_id));
     };
-    if run.send(Callback { id: claims.callback_id.clone(), data }).is_err() {
+    // As `plugd serve` does: the same post again (a retry after a lost reply) executes nothing.
+    if state.last_posts.get(&claims.callback_id) == Some(&data) {
+        return (StatusCode::OK, Json(json!({"result": true, "message": "callback already received"})));
+    }
+    if run.send(Callback { id: claims.callback_id.clone(), data: data.clone() }).is_err() {
         return refuse(format!("invocation {} is not waiting for callbacks", claims.trace_id));
     }
-    state.consumed.insert(claims.callback_id);
+    state.last_posts.insert(claims.callback_id, data);
     (StatusCode::OK, Json(json!({"result": true, "message": "callback success"})))
+}
+
+/// The listener is on loopback, where any web page can reach it: the rules of `plugd serve`'s open
+/// server apply (JSON bodies only, loopback hosts and no foreign origin).
+async fn refuse_web_pages(request: Request, next: Next) -> Response {
+    if let Some(message) = plugd_server::guard::foreign_request(&request, &[], &[]) {
+        return (StatusCode::FORBIDDEN, Json(json!({"result": false, "message": message}))).into_response();
+    }
+    if let Some(message) = plugd_server::guard::not_json(&request) {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(json!({"result": false, "message": message})))
+            .into_response();
+    }
+    next.run(request).await
 }

@@ -9,7 +9,7 @@ mod listener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use plugd_core::{Executor, Invocation, Registry, StepError, Trigger};
+use plugd_core::{schedule, Executor, Invocation, Registry, Step, StepError, Trigger};
 use plugd_sdk::{Callback, CallbackPreparation, State};
 use tokio::sync::mpsc;
 
@@ -69,7 +69,7 @@ impl LocalRunner {
         loop {
             observer.executing(invocation);
             let step = self.executor.step(invocation, trigger).await?;
-            let poll_after = step.poll_after;
+            let (poll_after, callback_timeout) = (step.poll_after, step.callback_timeout);
             invocation.apply(step);
             trigger = match invocation.state {
                 State::Poll => {
@@ -80,7 +80,20 @@ impl LocalRunner {
                 }
                 State::Callback => {
                     observer.waiting_callback(invocation, &self.callbacks.outstanding(&invocation.trace_id));
-                    let callback = inbox.recv().await.expect("the session keeps the sender alive");
+                    let received = inbox.recv();
+                    let callback = match callback_timeout {
+                        None => received.await,
+                        Some(timeout) => match tokio::time::timeout(timeout, received).await {
+                            Ok(callback) => callback,
+                            Err(_) => {
+                                let (storage, outputs) = (invocation.storage.clone(), invocation.outputs.clone());
+                                let err = schedule::callback_timeout_error(timeout);
+                                invocation.apply(Step::fail(invocation.invoke_count, storage, outputs, err));
+                                return Ok(());
+                            }
+                        },
+                    };
+                    let callback = callback.expect("the session keeps the sender alive");
                     observer.callback_received(invocation, &callback);
                     Trigger::Callback(callback)
                 }

@@ -21,6 +21,9 @@ mod serve;
 /// `plugd serve` probed as an attacker would: host-acting plugins, token theft, slow clients.
 mod security;
 
+/// `plugd serve` on a damaged database, a full disk, a read-only directory.
+mod health;
+
 /// Plugins in any language: plugin.yaml, qciplugin.yml, `plugd new`, safety limits.
 mod process;
 

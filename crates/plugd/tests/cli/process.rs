@@ -383,3 +383,265 @@ fn invalid_manifests_name_file_line_and_field() {
     let out = Plugd::new(&["run", dir.path().to_str().unwrap()]).run().assert_code(2);
     assert!(out.stderr.ends_with("no plugin here: expected plugin.yaml or qciplugin.yml\n"), "{}", out.stderr);
 }
+
+/// Whether `pid` is a live process (neither gone nor a zombie).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().to_owned()))
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
+/// Starts processes that leave the plugin's process group (`setsid`, a double fork), keep its
+/// output open, and write their pids to `pids`; then exits.
+fn escapes(pids: &Path) -> String {
+    format!(
+        "setsid sleep 300 &\necho $! >> {pids}\nsh -c 'setsid sh -c \"sleep 300; :\" & echo $! >> {pids}'\n\
+         echo started\nsleep 0.2\n",
+        pids = pids.display()
+    )
+}
+
+/// Checks that the processes `escapes` started are gone, and kills them if not.
+#[track_caller]
+fn assert_gone(pids: &Path) {
+    let pids: Vec<String> = std::fs::read_to_string(pids).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let survivors: Vec<&String> = pids.iter().filter(|pid| alive(pid)).collect();
+    for pid in &survivors {
+        let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+    }
+    assert!(survivors.is_empty(), "processes {survivors:?} outlived the execute");
+}
+
+#[test]
+fn nothing_a_plugin_starts_outlives_its_execute() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("escapes");
+    let pids = dir.path().join("pids");
+    write(
+        &plugin,
+        "plugin.yaml",
+        "id: escapes\nversion: 1.0.0\nentry:\n  start: [sh, \"${PLUGD_PLUGIN_DIR}/run.sh\"]\n",
+    );
+    write(&plugin, "run.sh", &escapes(&pids));
+    let started = std::time::Instant::now();
+    let out = Plugd::new(&["run", plugin.to_str().unwrap(), "--json"]).run().assert_code(0);
+    let took = started.elapsed();
+    assert_eq!(out.json()["state"], "SUCCESS");
+    assert_gone(&pids);
+    // Output held open by what escaped delays the execute two seconds at most (here: not at all).
+    assert!(took < Duration::from_millis(2500), "the execute took {took:?}");
+
+    // The `command` plugin's programs too.
+    let pids = dir.path().join("command-pids");
+    let inputs = dir.path().join("inputs.json");
+    let script = escapes(&pids);
+    std::fs::write(&inputs, json!({"command": "sh", "args": ["-c", script], "print_output": false}).to_string())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let out = Plugd::new(&["run", "command", "--inputs-json", inputs.to_str().unwrap(), "--json"]).run().assert_code(0);
+    let took = started.elapsed();
+    assert_eq!(out.json()["outputs"]["output"], "started");
+    assert_gone(&pids);
+    assert!(took < Duration::from_millis(2500), "the command took {took:?}");
+
+    // On a timeout, the same.
+    let pids = dir.path().join("timeout-pids");
+    write(
+        &plugin,
+        "plugin.yaml",
+        "id: escapes\nversion: 1.0.0\nentry:\n  start: [sh, \"${PLUGD_PLUGIN_DIR}/run.sh\"]\n  timeout: 1s\n",
+    );
+    write(&plugin, "run.sh", &format!("{}\nsleep 300\n", escapes(&pids)));
+    let out = Plugd::new(&["run", plugin.to_str().unwrap(), "--json"]).run().assert_code(1);
+    assert_eq!(
+        out.json()["err"],
+        "plugin execute raise unexpected error: the plugin timed out after 1s; its process group was killed"
+    );
+    assert_gone(&pids);
+}
+
+#[test]
+fn a_temp_folder_swapped_for_a_link_is_not_read_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    write(&outside, "result.json", r#"{"status": "success", "outputs": {"leak": "result"}}"#);
+    write(&outside, "outputs.env", "leak=outputs\n");
+    let plugin = dir.path().join("swapper");
+    let moved = dir.path().join("moved");
+    write(
+        &plugin,
+        "plugin.yaml",
+        "id: swapper\nversion: 1.0.0\nentry:\n  start: [sh, \"${PLUGD_PLUGIN_DIR}/run.sh\"]\n",
+    );
+    write(
+        &plugin,
+        "run.sh",
+        &format!(
+            "echo \"$PLUGD_TEMP_DIR.moved\" > {moved}\nmv \"$PLUGD_TEMP_DIR\" \"$PLUGD_TEMP_DIR.moved\"\n\
+             ln -s {outside} \"$PLUGD_TEMP_DIR\"\nexit 3\n",
+            moved = moved.display(),
+            outside = outside.display()
+        ),
+    );
+    let out = Plugd::new(&["run", plugin.to_str().unwrap(), "--json"]).run();
+    let _ = std::fs::remove_dir_all(std::fs::read_to_string(&moved).unwrap().trim());
+    let result = out.assert_code(1).json();
+    assert_eq!(result["err"], "plugin execute failed: exit code 3: ", "{result}");
+    assert_eq!(result["outputs"], json!({}));
+}
+
+/// `plugd serve` in `dir` (its workspace) with `extra` arguments: the server process and its base URL.
+fn serve_in(dir: &Path, db: &Path, extra: &[&str]) -> (Running, String) {
+    let db = format!("sqlite://{}", db.display());
+    let workspace = dir.display().to_string();
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--db", db.as_str(), "--workspace", workspace.as_str()];
+    args.extend_from_slice(extra);
+    let mut child = Running::new(Plugd::new(&args).current_dir(dir).spawn());
+    let lines = stderr_lines(child.child());
+    let base = loop {
+        let line = lines.recv_timeout(Duration::from_secs(30)).expect("plugd serve starts");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split(' ').next().unwrap_or_default().to_owned();
+        }
+    };
+    (child, base)
+}
+
+fn get(url: &str) -> (u16, String) {
+    crate::util::try_request("GET", url, "").expect("the server answers")
+}
+
+#[test]
+fn reports_name_regular_files_inside_the_workspace_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("workspace");
+    let outside = dir.path().join("outside");
+    write(&outside, "secret.html", "secret");
+    write(
+        &dir.path().join("plugins/reporter"),
+        "plugin.yaml",
+        "id: reporter\nversion: 1.0.0\nentry:\n  start: [sh, \"${PLUGD_PLUGIN_DIR}/run.sh\"]\n",
+    );
+    let reports = [
+        json!({"title": "ok", "report_html": "ok.html"}),
+        json!({"report_html": "/proc/self/environ"}),
+        json!({"report_html": "../outside/secret.html"}),
+        json!({"report_html": "link.html"}),
+        json!({"report_html": "pipe.html"}),
+        json!({"report_html": "index.html", "report_dir": "linked"}),
+    ];
+    let lines: Vec<String> = reports.iter().map(|r| format!("echo '{r}' >> \"$PLUGD_REPORTS_FILE\"")).collect();
+    write(
+        &dir.path().join("plugins/reporter"),
+        "run.sh",
+        &format!(
+            "echo '<h1>ok</h1>' > ok.html\nln -s {outside}/secret.html link.html\nln -s {outside} linked\n\
+             mkfifo pipe.html\n{}\n",
+            lines.join("\n"),
+            outside = outside.display()
+        ),
+    );
+    std::fs::create_dir_all(&workspace).unwrap();
+    let plugins = dir.path().join("plugins");
+    let (_server, base) = serve_in(&workspace, &dir.path().join("plugd.db"), &["--plugins", plugins.to_str().unwrap()]);
+    let body = json!({"inputs": {}, "context": {}}).to_string();
+    let (status, done) = post(&format!("{base}/plugins/reporter/bk_plugin/invoke/1.0.0"), &body);
+    assert_eq!(status, 200, "{done}");
+    let done: Value = serde_json::from_str(&done).unwrap();
+    assert_eq!(done["data"]["state"], 4, "{done}");
+    let trace_id = done["trace_id"].as_str().unwrap();
+    let (_, listed) = get(&format!("{base}/plugins/reporter/bk_plugin/reports/{trace_id}"));
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let listed = listed["data"].as_array().unwrap();
+    assert_eq!(listed[0]["html"], "1-1/ok.html");
+    let (status, page) = get(&format!("{base}/plugins/reporter/bk_plugin/reports/{trace_id}/1-1/ok.html"));
+    assert_eq!((status, page.as_str()), (200, "<h1>ok</h1>\n"));
+    let errors: Vec<&str> = listed[1..].iter().map(|r| r["error"].as_str().unwrap_or("kept!")).collect();
+    let not_kept = |why: &str| format!("report files not kept: {why}");
+    assert_eq!(
+        errors,
+        [
+            not_kept("report_html \"/proc/self/environ\" is outside the workspace"),
+            not_kept("report_html \"../outside/secret.html\" is outside the workspace"),
+            not_kept("report_html \"link.html\" is (or passes through) a symbolic link"),
+            not_kept("report_html \"pipe.html\" is not a regular file"),
+            not_kept("report_dir \"linked\" is (or passes through) a symbolic link"),
+        ]
+    );
+    for n in 2..=6 {
+        let (status, _) = get(&format!("{base}/plugins/reporter/bk_plugin/reports/{trace_id}/1-{n}/index.html"));
+        assert_eq!(status, 404);
+    }
+}
+
+#[test]
+fn plugins_run_as_the_plugin_user() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix_is_root() {
+        eprintln!("skipped: --plugin-user needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("plugins/whoami");
+    write(
+        &plugin,
+        "plugin.yaml",
+        "id: whoami\nversion: 1.0.0\noutputs:\n  properties:\n    uid: {type: integer}\nentry:\n  start: [sh, \"${PLUGD_PLUGIN_DIR}/run.sh\"]\n",
+    );
+    write(
+        &plugin,
+        "run.sh",
+        "echo \"uid=$(id -u)\" >> \"$PLUGD_OUTPUT_FILE\"\necho \"groups=$(id -G)\" >> \"$PLUGD_OUTPUT_FILE\"\n",
+    );
+    for path in [dir.path(), &dir.path().join("plugins"), &plugin] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let folder = plugin.to_str().unwrap();
+    let out = Plugd::new(&["run", folder, "--json"]).env("PLUGD_PLUGIN_USER", "nobody").run().assert_code(0);
+    assert_eq!(out.json()["outputs"], json!({"uid": 65534, "groups": "65534"}));
+    let out = Plugd::new(&["run", "command", "--command", "id", "--args=-u", "--json"])
+        .env("PLUGD_PLUGIN_USER", "nobody")
+        .run()
+        .assert_code(0);
+    assert_eq!(out.json()["outputs"]["output"], "65534");
+
+    let plugins = dir.path().join("plugins");
+    let workspace = dir.path().join("workspace");
+    std::fs::create_dir(&workspace).unwrap();
+    let (_server, base) = serve_in(
+        &workspace,
+        &dir.path().join("plugd.db"),
+        &["--plugins", plugins.to_str().unwrap(), "--plugin-user", "nobody"],
+    );
+    let body = json!({"inputs": {}, "context": {}}).to_string();
+    let (status, done) = post(&format!("{base}/plugins/whoami/bk_plugin/invoke/1.0.0"), &body);
+    assert_eq!(status, 200, "{done}");
+    let done: Value = serde_json::from_str(&done).unwrap();
+    assert_eq!(done["data"]["outputs"], json!({"uid": 65534, "groups": "65534"}), "{done}");
+
+    // An unknown user, or a plugd that is not root: usage errors.
+    let out = Plugd::new(&["run", folder]).env("PLUGD_PLUGIN_USER", "no-such-user").run().assert_code(2);
+    assert_eq!(out.stderr, "error: --plugin-user no-such-user: no such user\n");
+    let db = dir.path().join("unused.db");
+    let db = format!("sqlite://{}", db.display());
+    let out = Plugd::new(&["serve", "--db", &db, "--plugin-user", "no-such-user"]).run().assert_code(2);
+    assert_eq!(out.stderr, "error: --plugin-user no-such-user: no such user\n");
+    let out = Plugd::new(&["serve", "--db", &db, "--plugin-user", "nobody"])
+        .current_dir(Path::new("/"))
+        .user(65534, 65534)
+        .run()
+        .assert_code(2);
+    assert_eq!(
+        out.stderr,
+        "error: --plugin-user nobody: plugd must run as root to run plugins as another user (it runs as uid 65534)\n"
+    );
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}

@@ -53,9 +53,15 @@ fn a_plugin_cannot_read_the_servers_tokens_or_secret() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let plugd = env!("CARGO_BIN_EXE_plugd");
     let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups", plugd];
-    let secrets = [("PLUGD_AUTH_TOKENS", "ci:tok-ci,sops:tok-sops-0123"), ("PLUGD_CALLBACK_SECRET", "callback-secret-4567")];
-    let server =
-        Server::start_wrapped(setpriv, &nobody, &dir.path().join("plugd.db"), &["--enable-plugin", "command"], &secrets);
+    let secrets =
+        [("PLUGD_AUTH_TOKENS", "ci:tok-ci,sops:tok-sops-0123"), ("PLUGD_CALLBACK_SECRET", "callback-secret-4567")];
+    let server = Server::start_wrapped(
+        setpriv,
+        &nobody,
+        &dir.path().join("plugd.db"),
+        &["--enable-plugin", "command"],
+        &secrets,
+    );
     let pid = server.pid();
     for file in ["environ", "maps", "mem", "cmdline"] {
         let body = json!({"inputs": {"command": "cat", "args": [format!("/proc/{pid}/{file}")]}, "context": {}});
@@ -127,4 +133,25 @@ fn slow_clients_cannot_exhaust_the_server() {
     assert!(during < before + 64 * 1024, "RSS grew from {before} kB to {during} kB");
     drop(attackers);
     eprintln!("slow clients: RSS {before} kB before, {during} kB during; /healthz after {:?}", started.elapsed());
+}
+
+#[test]
+fn a_workspace_holding_plugd_s_own_files_is_refused() {
+    // Reports copy files of the workspace to callers: the database holds the callback secret.
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("plugd.db").display());
+    let workspace = dir.path().display().to_string();
+    let out = Plugd::new(&["serve", "--db", &db_url, "--workspace", &workspace]).run().assert_code(2);
+    assert!(out.stderr.contains(&format!("the workspace {workspace} holds")), "{}", out.stderr);
+    assert!(out.stderr.contains("plugd.db: plugins could report it to their callers"), "{}", out.stderr);
+    let secret = dir.path().join("ws/secret");
+    std::fs::create_dir_all(dir.path().join("ws")).unwrap();
+    std::fs::write(&secret, "0123456789abcdef0123").unwrap();
+    let args = ["serve", "--db", &db_url, "--workspace", &format!("{workspace}/ws"), "--callback-secret-file"];
+    let mut args = args.to_vec();
+    let secret_path = secret.display().to_string();
+    args.push(&secret_path);
+    let out = Plugd::new(&args).run().assert_code(2);
+    assert!(out.stderr.contains("secret: plugins could report it"), "{}", out.stderr);
+    assert!(!dir.path().join("plugd.db").exists(), "nothing was created before the refusal");
 }

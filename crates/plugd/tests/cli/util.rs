@@ -64,6 +64,19 @@ impl Plugd {
         self
     }
 
+    /// Runs plugd in `dir` (its workspace).
+    pub(crate) fn current_dir(mut self, dir: &std::path::Path) -> Plugd {
+        self.command.current_dir(dir);
+        self
+    }
+
+    /// Runs plugd as the user `uid` (and group `gid`).
+    pub(crate) fn user(mut self, uid: u32, gid: u32) -> Plugd {
+        use std::os::unix::process::CommandExt;
+        self.command.uid(uid).gid(gid);
+        self
+    }
+
     pub(crate) fn stdin(mut self, text: &str) -> Plugd {
         self.stdin = Some(text.to_owned());
         self

@@ -1,0 +1,158 @@
+//! When an invocation runs next, what a claim of it carries, and which limits fail it: the rules
+//! every store and runtime applies, so that no store decides them in SQL of its own.
+
+use std::time::Duration;
+
+use plugd_sdk::{Callback, State};
+
+use crate::store::{Millis, StoredInvocation};
+use crate::Trigger;
+
+/// The times after which a pending invocation fails instead of waiting on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deadlines {
+    /// The invocation's own deadline (a runtime limit on its whole life).
+    pub invocation: Option<Millis>,
+    /// The end of its current wait for a callback.
+    pub callback: Option<Millis>,
+}
+
+impl Deadlines {
+    /// The earlier of the two.
+    pub fn earliest(&self) -> Option<Millis> {
+        match (self.invocation, self.callback) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn passed(&self, now: Millis) -> bool {
+        self.earliest().is_some_and(|at| at <= now)
+    }
+}
+
+/// When a pending invocation is due next: a POLL at its poll time, a CALLBACK now if a callback is
+/// waiting for it, else at its earliest deadline (to fail it then); never, once final.
+pub fn next_run_at(
+    state: State,
+    poll_at: Option<Millis>,
+    callback_waiting: bool,
+    deadlines: Deadlines,
+    now: Millis,
+) -> Option<Millis> {
+    match state {
+        State::Poll => {
+            let at = poll_at.unwrap_or(now);
+            Some(deadlines.invocation.map_or(at, |d| d.min(at)))
+        }
+        State::Callback if callback_waiting => Some(now),
+        State::Callback => deadlines.earliest(),
+        State::Empty | State::Success | State::Fail => None,
+    }
+}
+
+/// What to do with an invocation that came due.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimDecision {
+    /// Execute it with this trigger (a poll past a deadline is one that [`Limits::exceeded`] fails).
+    Execute(Trigger),
+    /// Nothing to deliver yet (its lease ran out after the callback was consumed): wait again, until
+    /// a callback arrives or this time.
+    WaitUntil(Option<Millis>),
+}
+
+/// The trigger of a claim of an invocation in `state`, given the oldest callback waiting for it.
+pub fn claim_decision(state: State, pending: Option<Callback>, deadlines: Deadlines, now: Millis) -> ClaimDecision {
+    if state != State::Callback {
+        return ClaimDecision::Execute(Trigger::Poll);
+    }
+    match pending {
+        Some(callback) => ClaimDecision::Execute(Trigger::Callback(callback)),
+        None if deadlines.passed(now) => ClaimDecision::Execute(Trigger::Poll),
+        None => ClaimDecision::WaitUntil(deadlines.earliest()),
+    }
+}
+
+/// The FAIL message of a wait for a callback that ran out.
+pub fn callback_timeout_error(timeout: Duration) -> String {
+    format!("plugin schedule failed: callback timeout after {}", humantime::format_duration(timeout))
+}
+
+/// A runtime's limits on invocations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Fail an invocation that would execute more often than this.
+    pub max_invoke_count: Option<u32>,
+    /// Fail an invocation still pending this long after it was accepted.
+    pub deadline: Option<Duration>,
+}
+
+impl Limits {
+    /// Why a claimed invocation must fail instead of executing with `trigger`, if it must.
+    pub fn exceeded(&self, stored: &StoredInvocation, trigger: &Trigger, now: Millis) -> Option<String> {
+        let invocation = &stored.invocation;
+        if let Some(max) = self.max_invoke_count {
+            if invocation.invoke_count >= max {
+                return Some(format!("invocation reached the maximum invoke count of {max}"));
+            }
+        }
+        if stored.deadline_at.is_some_and(|at| now >= at) {
+            let limit = humantime::format_duration(self.deadline.unwrap_or_default());
+            return Some(format!("invocation passed its deadline of {limit} after it was accepted"));
+        }
+        let waited_out = stored.callback_deadline_at.is_some_and(|at| now >= at);
+        if invocation.state == State::Callback && *trigger == Trigger::Poll && waited_out {
+            return Some(callback_timeout_error(stored.callback_timeout.unwrap_or_default()));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Millis = 1_000;
+
+    fn deadlines(invocation: Option<Millis>, callback: Option<Millis>) -> Deadlines {
+        Deadlines { invocation, callback }
+    }
+
+    #[test]
+    fn next_run_times() {
+        let none = Deadlines::default();
+        assert_eq!(next_run_at(State::Poll, Some(5_000), false, none, NOW), Some(5_000));
+        assert_eq!(next_run_at(State::Poll, Some(5_000), false, deadlines(Some(2_000), None), NOW), Some(2_000));
+        assert_eq!(next_run_at(State::Poll, None, false, none, NOW), Some(NOW));
+        assert_eq!(next_run_at(State::Callback, None, true, deadlines(Some(2_000), None), NOW), Some(NOW));
+        assert_eq!(next_run_at(State::Callback, None, false, none, NOW), None);
+        assert_eq!(next_run_at(State::Callback, None, false, deadlines(Some(9_000), Some(3_000)), NOW), Some(3_000));
+        assert_eq!(next_run_at(State::Success, None, true, deadlines(Some(2_000), None), NOW), None);
+    }
+
+    #[test]
+    fn claims_deliver_the_oldest_callback_or_fail_past_a_deadline() {
+        let callback = Callback { id: "a".into(), data: serde_json::json!({}) };
+        assert_eq!(
+            claim_decision(State::Callback, Some(callback.clone()), deadlines(Some(0), None), NOW),
+            ClaimDecision::Execute(Trigger::Callback(callback))
+        );
+        assert_eq!(
+            claim_decision(State::Callback, None, deadlines(None, Some(NOW)), NOW),
+            ClaimDecision::Execute(Trigger::Poll)
+        );
+        assert_eq!(
+            claim_decision(State::Callback, None, deadlines(Some(5_000), Some(3_000)), NOW),
+            ClaimDecision::WaitUntil(Some(3_000))
+        );
+        assert_eq!(claim_decision(State::Poll, None, Deadlines::default(), NOW), ClaimDecision::Execute(Trigger::Poll));
+    }
+
+    #[test]
+    fn the_callback_timeout_message_names_the_duration() {
+        assert_eq!(
+            callback_timeout_error(Duration::from_secs(90)),
+            "plugin schedule failed: callback timeout after 1m 30s"
+        );
+    }
+}
