@@ -49,7 +49,7 @@ impl Client {
         let request = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "plugd")
+            .header("host", "localhost")
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_owned())))
             .ok()?;
@@ -99,6 +99,54 @@ impl Client {
         run.elapsed = started.elapsed();
         run.latencies.sort_by(f64::total_cmp);
         run
+    }
+
+    /// `workers` workers each invoke `path` with `body` `rounds` times, one after another, and watch
+    /// each invocation (GET `schedule` + its trace id, every `every`) until it is final: the
+    /// milliseconds from the invoke's answer to the final state seen, sorted.
+    pub(crate) async fn until_final(
+        &self,
+        workers: usize,
+        rounds: usize,
+        path: &str,
+        schedule: &str,
+        body: &str,
+        every: Duration,
+    ) -> Vec<f64> {
+        let mut tasks = Vec::new();
+        for _ in 0..workers {
+            let mut sender = self.connect().await;
+            let (path, schedule, body) = (path.to_owned(), schedule.to_owned(), body.to_owned());
+            tasks.push(tokio::spawn(async move {
+                let mut times = Vec::new();
+                for _ in 0..rounds {
+                    let Some((200, reply)) = Client::send(&mut sender, "POST", &path, &body).await else { continue };
+                    let answered = Instant::now();
+                    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+                    let Some(trace_id) = reply["trace_id"].as_str() else { continue };
+                    let watch = format!("{schedule}{trace_id}");
+                    loop {
+                        tokio::time::sleep(every).await;
+                        let Some((200, state)) = Client::send(&mut sender, "GET", &watch, "").await else { break };
+                        let state: serde_json::Value = serde_json::from_slice(&state).unwrap_or_default();
+                        if matches!(state["data"]["state"].as_u64(), Some(4 | 5)) {
+                            times.push(answered.elapsed().as_secs_f64() * 1000.0);
+                            break;
+                        }
+                        if answered.elapsed() > Duration::from_secs(60) {
+                            break;
+                        }
+                    }
+                }
+                times
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("worker"));
+        }
+        all.sort_by(f64::total_cmp);
+        all
     }
 
     /// POSTs `body` to `path` `count` times over `concurrency` connections; returns the successes.

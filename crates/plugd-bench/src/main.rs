@@ -11,9 +11,19 @@
 //!    callback-to-SUCCESS throughput;
 //! 4. the overhead of `plugd run ./shell-plugin` over running the same script directly;
 //! 5. `plugd gitlab run-ci` over 200 projects of a fake GitLab (20 ms per request, pipelines of 3 to
-//!    10 s): wall time against the slowest pipeline, and requests per project.
+//!    10 s): wall time against the slowest pipeline, and requests per project;
+//! 6. a Python bk-plugin project (the fixture of `crates/plugd/tests`) served from its Python hosts:
+//!    synchronous invokes at concurrency 16 (throughput, p50/p99), a POLL round's time beyond its
+//!    interval, and what a host adds per execute over the same plugin written in Rust;
+//! 7. with `--db postgres://...`: three nodes on one PostgreSQL database, `--nodes-timers` countdown
+//!    timers spread over them, one node killed with SIGKILL while they run: lateness p50/p99, executes
+//!    recorded per invocation (duplicates), and how long until the killed node's claims run elsewhere.
+//!
+//! `--db postgres://USER@HOST:PORT/DB` runs scenarios 1 to 3 on PostgreSQL instead of SQLite (each in a
+//! database of its own, created beside DB and dropped afterwards), and enables scenario 7.
 
 mod client;
+mod pg;
 mod server;
 
 use std::time::{Duration, Instant};
@@ -48,9 +58,23 @@ struct Args {
     /// Projects of scenario 5.
     #[arg(long, default_value_t = 200)]
     gitlab_projects: usize,
-    /// Run only these scenarios (1 to 5).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5")]
+    /// Run only these scenarios (1 to 7; 7 needs --db).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7")]
     only: Vec<u8>,
+    /// A PostgreSQL server to run scenarios 1 to 3 and 7 on (postgres://USER@HOST:PORT/DB; each
+    /// scenario makes a database of its own beside DB and drops it) [default: SQLite files].
+    #[arg(long, value_name = "URL")]
+    db: Option<String>,
+    /// Countdown timers of scenario 7.
+    #[arg(long, default_value_t = 10_000)]
+    nodes_timers: usize,
+    /// The lease of scenario 7's nodes: a killed node's claims run elsewhere after it.
+    #[arg(long, default_value = "5s")]
+    nodes_lease: String,
+    /// The Python of scenario 6, with pydantic [default: target/bk-python-venv/bin/python, which
+    /// the bk-plugin tests create, else python3].
+    #[arg(long)]
+    python: Option<std::path::PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -63,14 +87,15 @@ async fn main() {
         plugd.display(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    let db = args.db.as_deref();
     if args.only.contains(&1) {
         sync_invokes(&plugd, &args).await;
     }
     if args.only.contains(&2) {
-        poll_lateness(&plugd, args.polls).await;
+        poll_lateness(&plugd, db, args.polls).await;
     }
     if args.only.contains(&3) {
-        suspended_callbacks(&plugd, args.suspended).await;
+        suspended_callbacks(&plugd, db, args.suspended).await;
     }
     if args.only.contains(&4) {
         process_overhead(&plugd, args.runs);
@@ -78,6 +103,138 @@ async fn main() {
     if args.only.contains(&5) {
         gitlab_batch(&plugd, args.gitlab_projects).await;
     }
+    if args.only.contains(&6) {
+        bk_project(&plugd, &args).await;
+    }
+    if args.only.contains(&7) {
+        match db {
+            Some(db) => three_nodes(&plugd, db, args.nodes_timers, &args.nodes_lease).await,
+            None => println!("\n7. three nodes on one database: skipped (needs --db postgres://...)"),
+        }
+    }
+}
+
+/// A server on a new database: PostgreSQL beside `admin` when given, else SQLite.
+async fn start(plugd: &std::path::Path, admin: Option<&str>, extra: &[&str]) -> (Server, Option<pg::Database>) {
+    let db = match admin {
+        Some(admin) => Some(pg::Database::create(admin).await),
+        None => None,
+    };
+    (Server::start(plugd, db.as_ref().map(|d| d.url.as_str()), extra), db)
+}
+
+fn backend(admin: Option<&str>) -> &'static str {
+    if admin.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    }
+}
+
+async fn stop(server: Server, db: Option<pg::Database>) {
+    server.stop();
+    if let Some(db) = db {
+        db.drop_database().await;
+    }
+}
+
+/// Copies a folder, without `__pycache__`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create a folder");
+    for entry in std::fs::read_dir(from).expect("read the fixture").flatten() {
+        if entry.file_name() == "__pycache__" {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy the fixture");
+        }
+    }
+}
+
+async fn bk_project(plugd: &std::path::Path, args: &Args) {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = args.python.clone().unwrap_or_else(|| {
+        let venv = here.join("../../target/bk-python-venv/bin/python");
+        if venv.exists() {
+            venv
+        } else {
+            "python3".into()
+        }
+    });
+    println!(
+        "\n6. the Python bk-plugin fixture (bk-plugin-demo) served from its hosts ({}; {}s per measure)",
+        python.display(),
+        args.seconds
+    );
+    let dir = tempfile::tempdir().expect("a temp dir");
+    copy_dir(&here.join("../plugd/tests/fixtures/bk-plugin-demo"), &dir.path().join("bk-demo"));
+    let plugins = dir.path().display().to_string();
+    let python_arg = python.display().to_string();
+    let server = Server::start(plugd, None, &["--plugins", &plugins, "--python", &python_arg]);
+    let client = Client::new(server.address);
+    let body = json!({"inputs": {"name": "bench"}, "context": {}}).to_string();
+    // Warm up: every host started and its imports done.
+    client.run(16, Duration::from_secs(1), "/plugins/bk-demo/bk_plugin/invoke/1.0.0", &body).await;
+
+    let duration = Duration::from_secs(args.seconds);
+    let report = |what: &str, run: &client::Run| {
+        println!(
+            "   {what}: {:>7.0} invokes/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} ok, {} errors)",
+            run.ok as f64 / run.elapsed.as_secs_f64(),
+            percentile(&run.latencies, 0.50),
+            percentile(&run.latencies, 0.99),
+            run.ok,
+            run.errors
+        );
+    };
+    let sync = client.run(16, duration, "/plugins/bk-demo/bk_plugin/invoke/1.0.0", &body).await;
+    report("1.0.0 (sync), concurrency 16", &sync);
+    println!("     target: 5x the Python framework's ~820/s = 4100/s, p99 under 20 ms");
+
+    // What the host adds: the same invoke, one at a time, against hello@2.0.0 (the same greeting in Rust).
+    let python_one = client.run(1, duration, "/plugins/bk-demo/bk_plugin/invoke/1.0.0", &body).await;
+    let rust_one = client.run(1, duration, "/plugins/hello/bk_plugin/invoke/2.0.0", &body).await;
+    report("1.0.0 (Python), concurrency 1", &python_one);
+    report("hello@2.0.0 (Rust), concurrency 1", &rust_one);
+    println!(
+        "     the host adds {:.3} ms per execute at p50 ({:.3} ms at p99) over the plugin itself (target: under 1 ms)",
+        percentile(&python_one.latencies, 0.50) - percentile(&rust_one.latencies, 0.50),
+        percentile(&python_one.latencies, 0.99) - percentile(&rust_one.latencies, 0.99)
+    );
+
+    // A POLL round: 1.1.0 waits one second (wait_poll(1)), then succeeds.
+    let every = Duration::from_millis(2);
+    let rounds = client
+        .until_final(
+            8,
+            5,
+            "/plugins/bk-demo/bk_plugin/invoke/1.1.0",
+            "/plugins/bk-demo/bk_plugin/schedule/",
+            &body,
+            every,
+        )
+        .await;
+    let beyond = |q: f64| percentile(&rounds, q) - 1000.0;
+    println!(
+        "   1.1.0 POLL round (wait_poll(1)), {} invocations 8 at a time: invoke answer -> SUCCESS seen {:.2} ms beyond the 1 s interval at p50, {:.2} ms at p99 (watched every {} ms; target: under 5 ms)",
+        rounds.len(),
+        beyond(0.50),
+        beyond(0.99),
+        every.as_millis()
+    );
+    let metrics = client.get("/metrics").await;
+    println!(
+        "     the server's poll lateness (due -> execute start): p50 {:.2} ms, p99 {:.2} ms",
+        histogram_quantile(&metrics, "plugd_poll_lateness_seconds", 0.50) * 1000.0,
+        histogram_quantile(&metrics, "plugd_poll_lateness_seconds", 0.99) * 1000.0,
+    );
+    println!(
+        "   the Python framework itself (gunicorn + Celery + Redis) is not run here: see the issue for its figures"
+    );
+    server.stop();
 }
 
 async fn gitlab_batch(plugd: &std::path::Path, count: usize) {
@@ -195,8 +352,9 @@ fn process_overhead(plugd: &std::path::Path, runs: usize) {
 }
 
 async fn sync_invokes(plugd: &std::path::Path, args: &Args) {
-    println!("\n1. synchronous hello invokes, recorded in SQLite ({}s per level)", args.seconds);
-    let server = Server::start(plugd, &[]);
+    let admin = args.db.as_deref();
+    println!("\n1. synchronous hello invokes, recorded in {} ({}s per level)", backend(admin), args.seconds);
+    let (server, db) = start(plugd, admin, &[]).await;
     let body = json!({"inputs": {"name": "bench"}, "context": {}}).to_string();
     for &concurrency in &args.concurrency {
         let run = Client::new(server.address)
@@ -211,12 +369,12 @@ async fn sync_invokes(plugd: &std::path::Path, args: &Args) {
             run.errors
         );
     }
-    server.stop();
+    stop(server, db).await;
 }
 
-async fn poll_lateness(plugd: &std::path::Path, count: usize) {
-    println!("\n2. {count} countdown invocations polling every second, three times");
-    let server = Server::start(plugd, &[]);
+async fn poll_lateness(plugd: &std::path::Path, admin: Option<&str>, count: usize) {
+    println!("\n2. {count} countdown invocations polling every second, three times, on {}", backend(admin));
+    let (server, db) = start(plugd, admin, &[]).await;
     let body = json!({"inputs": {"from": 3, "interval_ms": 1000}, "context": {}}).to_string();
     let client = Client::new(server.address);
     let started = Instant::now();
@@ -237,20 +395,25 @@ async fn poll_lateness(plugd: &std::path::Path, count: usize) {
         histogram_quantile(&metrics, "plugd_poll_lateness_seconds", 0.50) * 1000.0,
         histogram_quantile(&metrics, "plugd_poll_lateness_seconds", 0.99) * 1000.0,
     );
-    server.stop();
+    stop(server, db).await;
 }
 
-async fn suspended_callbacks(plugd: &std::path::Path, count: usize) {
-    println!("\n3. {count} invocations suspended in CALLBACK, then their callbacks");
-    let server = Server::start(plugd, &[]);
+async fn suspended_callbacks(plugd: &std::path::Path, admin: Option<&str>, count: usize) {
+    println!("\n3. {count} invocations suspended in CALLBACK, then their callbacks, on {}", backend(admin));
+    let (server, db) = start(plugd, admin, &[]).await;
     let client = Client::new(server.address);
     let started = Instant::now();
     let urls = client.collect_callback_urls(64, count, "/plugins/approval/bk_plugin/invoke/1.0.0").await;
     println!("   suspended {} invocations in {:.2}s", urls.len(), started.elapsed().as_secs_f64());
     let rss = server.rss_kib();
-    let (db, wal) = server.database_bytes();
     let mb = |bytes: u64| bytes as f64 / 1_048_576.0;
-    println!("   server RSS {:.1} MB, database {:.1} MB, WAL {:.1} MB", rss as f64 / 1024.0, mb(db), mb(wal));
+    match &db {
+        Some(db) => println!("   server RSS {:.1} MB, database {:.1} MB", rss as f64 / 1024.0, mb(db.bytes().await)),
+        None => {
+            let (file, wal) = server.database_bytes();
+            println!("   server RSS {:.1} MB, database {:.1} MB, WAL {:.1} MB", rss as f64 / 1024.0, mb(file), mb(wal));
+        }
+    }
     let paths: Vec<String> = urls
         .iter()
         .map(|u| u.split_once("/bk_plugin/").map(|(_, p)| format!("/bk_plugin/{p}")).unwrap_or_default())
@@ -276,7 +439,121 @@ async fn suspended_callbacks(plugd: &std::path::Path, count: usize) {
         accepted as f64 / done.as_secs_f64()
     );
     println!("   server RSS after: {:.1} MB", server.rss_kib() as f64 / 1024.0);
-    server.stop();
+    stop(server, db).await;
+}
+
+/// Scenario 7: three nodes, one database, one node killed while `count` timers run.
+async fn three_nodes(plugd: &std::path::Path, admin: &str, count: usize, lease: &str) {
+    println!(
+        "\n7. three nodes on one PostgreSQL database: {count} countdown timers (every second, three times), \
+         one node killed with SIGKILL (lease {lease})"
+    );
+    let db = pg::Database::create(admin).await;
+    let mut nodes: Vec<Option<Server>> =
+        (0..3).map(|_| Some(Server::start(plugd, Some(&db.url), &["--lease", lease]))).collect();
+    let clients: Vec<Client> = nodes.iter().flatten().map(|n| Client::new(n.address)).collect();
+    let body = json!({"inputs": {"from": 3, "interval_ms": 1000}, "context": {}}).to_string();
+    let path = "/plugins/countdown/bk_plugin/invoke/1.0.0";
+    let started = Instant::now();
+    let share = count.div_ceil(3);
+    let (a, b, c) = tokio::join!(
+        clients[0].send_n(22, share, path, &body),
+        clients[1].send_n(22, share, path, &body),
+        clients[2].send_n(22, count.saturating_sub(2 * share), path, &body),
+    );
+    println!("   created {} invocations over three nodes in {:.2}s", a + b + c, started.elapsed().as_secs_f64());
+
+    // Kill node 0 while it holds claims; its claims are those leased by `plugd-<pid>-...`.
+    let sql = db.client().await;
+    let owner = format!("plugd-{}-%", nodes[0].as_ref().map_or(0, Server::pid));
+    let held = "SELECT COUNT(*) FROM invocations WHERE lease_owner LIKE $1";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let n: i64 = sql.query_one(held, &[&owner]).await.map_or(0, |r| r.get(0));
+        if n > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(node) = nodes[0].take() {
+        node.stop();
+    }
+    let killed = Instant::now();
+    let orphans: i64 = sql.query_one(held, &[&owner]).await.map_or(0, |r| r.get(0));
+    loop {
+        let n: i64 = sql.query_one(held, &[&owner]).await.map_or(0, |r| r.get(0));
+        if n == 0 || killed.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let takeover = killed.elapsed();
+    println!(
+        "   killed a node holding {orphans} claims: all claimed again by the others after {:.2}s",
+        takeover.as_secs_f64()
+    );
+
+    // Everything ends; lateness from the survivors' histograms, summed.
+    let survivors = &clients[1..];
+    let mut merged = String::new();
+    while started.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut texts = Vec::new();
+        for client in survivors {
+            texts.push(client.get("/metrics").await);
+        }
+        merged = sum_metrics(&texts);
+        if metric(&texts[0], "plugd_invocations{state=\"POLL\"}") == Some(0.0) {
+            break;
+        }
+    }
+    let row = sql
+        .query_one(
+            "SELECT (SELECT COUNT(*) FROM invocations), (SELECT COUNT(*) FROM invocations WHERE state = 4),
+                    (SELECT COUNT(*) FROM executes),
+                    (SELECT COUNT(*) FROM (SELECT 1 FROM executes GROUP BY trace_id, invoke_count
+                                           HAVING COUNT(*) > 1) AS twice)",
+            &[],
+        )
+        .await
+        .expect("counts");
+    let (invocations, succeeded, executes, duplicates): (i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    println!(
+        "   {succeeded}/{invocations} SUCCESS after {:.2}s; survivors' lateness p50 {:.1} ms, p99 {:.1} ms ({} polls)",
+        started.elapsed().as_secs_f64(),
+        histogram_quantile(&merged, "plugd_poll_lateness_seconds", 0.50) * 1000.0,
+        histogram_quantile(&merged, "plugd_poll_lateness_seconds", 0.99) * 1000.0,
+        metric(&merged, "plugd_poll_lateness_seconds_count").unwrap_or(0.0),
+    );
+    println!(
+        "   executes recorded: {executes} ({:.3} per invocation, 4 expected), {duplicates} completions recorded twice, \
+         {} claims lost by the survivors",
+        executes as f64 / invocations.max(1) as f64,
+        metric(&merged, "plugd_lost_claims_total").unwrap_or(0.0)
+    );
+    for node in nodes.into_iter().flatten() {
+        node.stop();
+    }
+    drop(sql);
+    db.drop_database().await;
+}
+
+/// Prometheus texts of several servers, each sample summed over them (counters and histograms).
+fn sum_metrics(texts: &[String]) -> String {
+    let mut order: Vec<String> = Vec::new();
+    let mut sums: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+    for text in texts {
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name, value)) = line.rsplit_once(' ') else { continue };
+            let Ok(value) = value.parse::<f64>() else { continue };
+            if !sums.contains_key(name) {
+                order.push(name.to_owned());
+            }
+            *sums.entry(name.to_owned()).or_default() += value;
+        }
+    }
+    order.iter().map(|name| format!("{name} {}\n", sums[name])).collect()
 }
 
 /// The value of a sample line `name value`.

@@ -1,4 +1,5 @@
-//! A `plugd serve` process on a fresh database.
+//! A `plugd serve` process on a fresh database: a SQLite file of its own, or a PostgreSQL database
+//! given (shared by several servers in scenario 7).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -12,11 +13,17 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    pub(crate) fn start(plugd: &Path, extra: &[&str]) -> Server {
+    /// A server on `postgres` (a database URL), else on a new SQLite file.
+    pub(crate) fn start(plugd: &Path, postgres: Option<&str>, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let db = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let db = match postgres {
+            Some(url) => url.to_owned(),
+            None => format!("sqlite://{}", dir.path().join("bench.db").display()),
+        };
+        let workspace = dir.path().join("workspace").display().to_string();
         let mut child = Command::new(plugd)
             .args(["serve", "--listen", "127.0.0.1:0", "--db", &db, "--default-plugin", "hello"])
+            .args(["--workspace", &workspace])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -52,6 +59,11 @@ impl Server {
     pub(crate) fn database_bytes(&self) -> (u64, u64) {
         let size = |f: &str| std::fs::metadata(self.dir.path().join(f)).map_or(0, |m| m.len());
         (size("bench.db"), size("bench.db-wal"))
+    }
+
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub(crate) fn stop(mut self) {

@@ -148,7 +148,7 @@ impl CallbackPreparer for SignedCallbacks {
         let id = new_trace_id();
         let expires_at = unix_secs(SystemTime::now()) + self.ttl.as_secs();
         let url = self.url_for(&self.token(trace_id, &id, expires_at));
-        Ok(CallbackPreparation { id, url })
+        Ok(CallbackPreparation { id, url, example: None })
     }
 }
 

@@ -98,6 +98,9 @@ impl Executor {
             return;
         }
         let Ok(plugin) = self.registry.get(&invocation.plugin, Some(&invocation.version)) else { return };
+        if plugin.plugin.validates_inputs() {
+            return;
+        }
         invocation.inputs = coerce(&plugin.schemas.inputs, std::mem::take(&mut invocation.inputs));
         invocation.context = coerce(&plugin.schemas.context_inputs, std::mem::take(&mut invocation.context));
     }
@@ -148,17 +151,21 @@ impl Executor {
                 return fail(format!("plugin execute raise unexpected error: {e}"), storage, outputs);
             }
         };
-        let (inputs, context) = if self.coerce_inputs {
+        // A plugin that validates its own inputs (pydantic) gets them raw, and answers with its messages.
+        let validates_itself = plugin.plugin.validates_inputs();
+        let (inputs, context) = if self.coerce_inputs && !validates_itself {
             let inputs = coerce(&plugin.schemas.inputs, invocation.inputs.clone());
             (Cow::Owned(inputs), Cow::Owned(coerce(&plugin.schemas.context_inputs, invocation.context.clone())))
         } else {
             (Cow::Borrowed(&invocation.inputs), Cow::Borrowed(&invocation.context))
         };
-        if let Err(e) = plugin.inputs.validate(&inputs) {
+        if let Err(e) = plugin.inputs.validate(&inputs).map_err(|e| e.to_string()).filter_err(!validates_itself) {
             let (storage, outputs) = unchanged();
             return fail(format!("inputs validation error: {e}"), storage, outputs);
         }
-        if let Err(e) = plugin.context_inputs.validate(&context) {
+        if let Err(e) =
+            plugin.context_inputs.validate(&context).map_err(|e| e.to_string()).filter_err(!validates_itself)
+        {
             let (storage, outputs) = unchanged();
             return fail(format!("context validation error: {e}"), storage, outputs);
         }
@@ -220,6 +227,21 @@ impl Executor {
         let state = transition(invocation.state, state).expect("execute runs only in EMPTY, POLL or CALLBACK");
         tracing::debug!(%state, ?poll_after, "plugin execute done");
         Step { state, invoke_count, storage, outputs, err: None, poll_after, callback_timeout, reports }
+    }
+}
+
+/// Keeps a schema error only when `keep` (the plugin does not validate its inputs itself).
+trait FilterErr {
+    fn filter_err(self, keep: bool) -> Self;
+}
+
+impl FilterErr for Result<(), String> {
+    fn filter_err(self, keep: bool) -> Self {
+        if keep {
+            self
+        } else {
+            Ok(())
+        }
     }
 }
 

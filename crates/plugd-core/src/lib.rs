@@ -48,6 +48,7 @@ mod registry;
 pub mod schedule;
 mod state;
 pub mod store;
+pub mod transfer;
 mod validate;
 
 pub use callback::{CallbackClaims, SignedCallbacks, TokenError, DEFAULT_CALLBACK_TTL};

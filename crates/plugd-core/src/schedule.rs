@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use plugd_sdk::{Callback, State};
 
-use crate::store::{Millis, StoredInvocation};
+use crate::store::{millis_after, Millis, StoredInvocation};
 use crate::Trigger;
 
 /// The times after which a pending invocation fails instead of waiting on.
@@ -49,6 +49,53 @@ pub fn next_run_at(
         State::Callback => deadlines.earliest(),
         State::Empty | State::Success | State::Fail => None,
     }
+}
+
+/// What a store writes after an execute (the first one included): when the invocation runs next,
+/// the wait for a callback it starts, and when it finished. Computed here, persisted by stores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// When the scheduler claims it next (see [`next_run_at`]).
+    pub next_run_at: Option<Millis>,
+    /// In state CALLBACK with a bounded wait, when the wait runs out.
+    pub callback_deadline_at: Option<Millis>,
+    /// In state CALLBACK with a bounded wait, how long the wait is.
+    pub callback_timeout: Option<Duration>,
+    /// In state SUCCESS or FAIL, now.
+    pub finish_at: Option<Millis>,
+}
+
+/// The [`Plan`] of an invocation that an execute left in `state` at `now`: polled after
+/// `poll_after`, waiting at most `callback_timeout` for a callback, failing at `deadline_at`;
+/// `callback_waiting` says whether a callback posted early already waits for it.
+pub fn plan(
+    state: State,
+    poll_after: Option<Duration>,
+    callback_timeout: Option<Duration>,
+    deadline_at: Option<Millis>,
+    callback_waiting: bool,
+    now: Millis,
+) -> Plan {
+    let callback_timeout = callback_timeout.filter(|_| state == State::Callback);
+    let callback_deadline_at = callback_timeout.map(|t| millis_after(now, t));
+    let poll_at = poll_after.map(|d| millis_after(now, d));
+    let deadlines = Deadlines { invocation: deadline_at, callback: callback_deadline_at };
+    Plan {
+        next_run_at: next_run_at(state, poll_at, callback_waiting && state == State::Callback, deadlines, now),
+        callback_deadline_at,
+        callback_timeout,
+        finish_at: state.is_final().then_some(now),
+    }
+}
+
+/// The deadline of an invocation accepted at `now` under a runtime limit of `deadline`.
+pub fn deadline_at(now: Millis, deadline: Option<Duration>) -> Option<Millis> {
+    deadline.map(|d| millis_after(now, d))
+}
+
+/// The cut-off of retention at `now`: invocations finished before it go.
+pub fn retention_cutoff(now: Millis, keep: Duration) -> Millis {
+    now.saturating_sub(Millis::try_from(keep.as_millis()).unwrap_or(Millis::MAX))
 }
 
 /// What to do with an invocation that came due.
@@ -146,6 +193,28 @@ mod tests {
             ClaimDecision::WaitUntil(Some(3_000))
         );
         assert_eq!(claim_decision(State::Poll, None, Deadlines::default(), NOW), ClaimDecision::Execute(Trigger::Poll));
+    }
+
+    #[test]
+    fn plans_start_waits_and_finish() {
+        let p = plan(State::Poll, Some(Duration::from_millis(500)), None, None, false, NOW);
+        assert_eq!(p, Plan { next_run_at: Some(1_500), ..Plan::default() });
+        let p = plan(State::Callback, None, Some(Duration::from_secs(2)), Some(9_000), false, NOW);
+        assert_eq!(
+            p,
+            Plan {
+                next_run_at: Some(3_000),
+                callback_deadline_at: Some(3_000),
+                callback_timeout: Some(Duration::from_secs(2)),
+                finish_at: None
+            }
+        );
+        assert_eq!(plan(State::Callback, None, None, None, true, NOW).next_run_at, Some(NOW));
+        let p = plan(State::Success, None, Some(Duration::from_secs(2)), Some(9_000), true, NOW);
+        assert_eq!(p, Plan { finish_at: Some(NOW), ..Plan::default() });
+        assert_eq!(deadline_at(NOW, Some(Duration::from_secs(1))), Some(2_000));
+        assert_eq!(retention_cutoff(NOW, Duration::from_millis(400)), 600);
+        assert!(retention_cutoff(NOW, Duration::MAX) < 0);
     }
 
     #[test]

@@ -3,7 +3,13 @@
 //! A store persists decisions the runtime made; it never makes them. Every state change it writes
 //! comes from an [`crate::Executor::step`] (or a cancel), and every write that completes an execute is
 //! fenced by the attempt number taken when the invocation was claimed, so a late writer that lost its
-//! lease changes nothing. Times are Unix milliseconds, passed in by the caller.
+//! lease changes nothing.
+//!
+//! Times are Unix milliseconds. Callers pass their clock's `now` and only relative durations
+//! otherwise (a poll interval, a lease, a retry delay), so that a store shared by several nodes
+//! (PostgreSQL) can use its own clock instead, the same for every node; a store of one process
+//! (SQLite) uses the `now` it is given. When an invocation runs next and what a claim carries are
+//! decided by [`crate::schedule`], whichever clock the store uses.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -69,18 +75,22 @@ pub struct NewInvocation {
     pub invocation: Invocation,
     /// Now.
     pub now: Millis,
-    /// When to poll, in state POLL.
-    pub next_run_at: Option<Millis>,
-    /// The deadline, if limits are configured.
-    pub deadline_at: Option<Millis>,
+    /// In state POLL, how long until the next execute.
+    pub poll_after: Option<Duration>,
+    /// The runtime's limit on the whole life of the invocation, if configured.
+    pub deadline: Option<Duration>,
     /// Log lines of the first execute.
     pub logs: String,
     /// Reports of the first execute, as stored (JSON objects).
     pub reports: Vec<Value>,
+    /// The files of those reports.
+    pub report_files: Vec<ReportFile>,
     /// The calling app, when known (see [`StoredInvocation::created_by`]).
     pub created_by: Option<String>,
     /// In state CALLBACK, how long to wait for a callback (see [`Step::callback_timeout`]).
     pub callback_timeout: Option<Duration>,
+    /// How long the first execute ran (for the timeline, see [`Store::executes`]).
+    pub duration: Duration,
 }
 
 /// An invocation claimed for one execute, with what triggers it.
@@ -90,6 +100,8 @@ pub struct Claim {
     pub stored: StoredInvocation,
     /// When it was due: the poll time, or the arrival of the callback (for lateness metrics).
     pub due_at: Millis,
+    /// When it was claimed, by the store's clock (the `now` of limits and lateness).
+    pub claimed_at: Millis,
     /// A poll, or the oldest callback not yet consumed.
     pub trigger: Trigger,
 }
@@ -122,6 +134,25 @@ pub struct Completion {
     pub finish_callback: Option<FinishCallback>,
     /// Reports of this execute, as stored (JSON objects).
     pub reports: Vec<Value>,
+    /// The files of those reports.
+    pub report_files: Vec<ReportFile>,
+    /// How long the execute ran (for the timeline, see [`Store::executes`]).
+    pub duration: Duration,
+}
+
+/// One file of a report, kept in the store so that any node serves it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReportFile {
+    /// Its path below the invocation's reports, as listed in a report's `html` (`2-1/index.html`).
+    pub path: String,
+    /// Its bytes.
+    pub content: Vec<u8>,
+}
+
+impl std::fmt::Debug for ReportFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportFile").field("path", &self.path).field("bytes", &self.content.len()).finish()
+    }
 }
 
 /// What happened to a posted callback.
@@ -165,10 +196,10 @@ pub struct OutboxItem {
 pub enum Delivery {
     /// Delivered: done.
     Delivered,
-    /// Failed: try again at this time.
+    /// Failed: try again later.
     Retry {
-        /// When to try again.
-        at: Millis,
+        /// How long from now to try again.
+        after: Duration,
         /// Why it failed.
         error: String,
     },
@@ -188,6 +219,90 @@ pub struct StoreStats {
     pub due: u64,
     /// Finish callbacks waiting for delivery.
     pub outbox_pending: u64,
+}
+
+/// What a store is, for `plugd db status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreInfo {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// Where it is, without credentials.
+    pub location: String,
+    /// The schema version of the database.
+    pub schema_version: i64,
+}
+
+/// One execute of an invocation, as its timeline shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecuteRecord {
+    /// What ran it: `start`, `poll` or `callback`.
+    pub trigger: String,
+    /// The invoke count after it.
+    pub invoke_count: u32,
+    /// When it started (its end less its duration).
+    pub started_at: Millis,
+    /// How long it ran.
+    pub duration: Duration,
+    /// The state it left the invocation in.
+    pub state: plugd_sdk::State,
+    /// In state FAIL, why.
+    pub err: Option<String>,
+}
+
+/// Which invocations [`Store::history`] lists: all filters must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only this plugin's.
+    pub plugin: Option<String>,
+    /// Only this version's.
+    pub version: Option<String>,
+    /// Only those in this state.
+    pub state: Option<plugd_sdk::State>,
+    /// Only those this app created (or that no app created), on a server with credentials.
+    pub created_by: Option<String>,
+    /// How many to skip, newest first.
+    pub offset: u64,
+    /// How many to return at most.
+    pub limit: u64,
+}
+
+/// An invocation as a history line shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationSummary {
+    /// Its trace id.
+    pub trace_id: String,
+    /// The plugin.
+    pub plugin: String,
+    /// The version.
+    pub version: String,
+    /// Its state.
+    pub state: plugd_sdk::State,
+    /// Executes so far.
+    pub invoke_count: u32,
+    /// Its error, in state FAIL.
+    pub err: Option<String>,
+    /// When it was accepted.
+    pub created_at: Millis,
+    /// When it ended.
+    pub finish_at: Option<Millis>,
+}
+
+/// A page of [`Store::history`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The invocations, newest first.
+    pub items: Vec<InvocationSummary>,
+    /// How many match the query in all.
+    pub total: u64,
+}
+
+/// Which background work a wake-up is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Invocations may have come due.
+    Invocations,
+    /// Finish callbacks were enqueued.
+    Outbox,
 }
 
 /// Why a store operation failed.
@@ -223,8 +338,13 @@ impl StoreError {
 
 /// Where invocations live between executes.
 ///
-/// Implementations: `plugd-store-sqlite` (embedded default). Every method is one atomic operation.
+/// Implementations: `plugd-store-sqlite` (embedded default) and `plugd-store-postgres` (several
+/// nodes on one database). Every method is one atomic operation; `crates/plugd-store-tests` is the
+/// conformance suite every implementation runs.
 pub trait Store: Send + Sync + 'static {
+    /// The backend, where it is, and its schema version.
+    fn info(&self) -> StoreFuture<'_, StoreInfo>;
+
     /// The callback signing secret, created with `generate` and stored on first use.
     fn secret(&self, generate: Vec<u8>) -> StoreFuture<'_, Vec<u8>>;
 
@@ -240,11 +360,14 @@ pub trait Store: Send + Sync + 'static {
     /// The reports of the invocation, oldest first, if it exists.
     fn reports(&self, trace_id: &str) -> StoreFuture<'_, Option<Vec<Value>>>;
 
+    /// One report file of the invocation (see [`ReportFile::path`]), if it exists.
+    fn report_file(&self, trace_id: &str, path: &str) -> StoreFuture<'_, Option<Vec<u8>>>;
+
     /// Claims up to `limit` due invocations for `owner`, leasing each until `now + lease`.
     fn claim(&self, now: Millis, limit: usize, owner: &str, lease: Duration) -> StoreFuture<'_, Vec<Claim>>;
 
-    /// Extends a held lease; `false` if the claim was lost.
-    fn renew(&self, trace_id: &str, attempt: i64, until: Millis) -> StoreFuture<'_, bool>;
+    /// Extends a held lease to `now + lease`; `false` if the claim was lost.
+    fn renew(&self, trace_id: &str, attempt: i64, now: Millis, lease: Duration) -> StoreFuture<'_, bool>;
 
     /// Writes the result of a claimed execute; `false` (and nothing written) if the claim was lost.
     fn complete(&self, completion: Completion) -> StoreFuture<'_, bool>;
@@ -252,8 +375,8 @@ pub trait Store: Send + Sync + 'static {
     /// Gives back a claim without executing, so the invocation runs again at `now`.
     fn release(&self, trace_id: &str, attempt: i64, now: Millis) -> StoreFuture<'_, ()>;
 
-    /// The earliest `next_run_at` of any pending invocation.
-    fn next_due(&self) -> StoreFuture<'_, Option<Millis>>;
+    /// How long from `now` until the earliest `next_run_at` of any pending invocation (zero if past).
+    fn next_due(&self, now: Millis) -> StoreFuture<'_, Option<Duration>>;
 
     /// Keeps a verified callback for the invocation.
     fn add_callback(&self, trace_id: &str, callback: Callback, now: Millis) -> StoreFuture<'_, CallbackReceipt>;
@@ -273,20 +396,48 @@ pub trait Store: Send + Sync + 'static {
     /// Records the outcome of a delivery attempt.
     fn finish_delivery(&self, id: i64, delivery: Delivery, now: Millis) -> StoreFuture<'_, ()>;
 
-    /// The earliest due time of an undelivered finish callback.
-    fn next_outbox_due(&self) -> StoreFuture<'_, Option<Millis>>;
+    /// How long from `now` until an undelivered finish callback is due (zero if past).
+    fn next_outbox_due(&self, now: Millis) -> StoreFuture<'_, Option<Duration>>;
 
-    /// Deletes up to `limit` invocations finished before `before`, with their logs, reports,
-    /// callbacks and delivered finish callbacks; returns the trace ids that went.
-    fn purge_finished(&self, before: Millis, limit: usize) -> StoreFuture<'_, Vec<String>>;
+    /// Deletes up to `limit` invocations finished more than `keep` before `now`, with their logs,
+    /// reports, report files, callbacks and delivered finish callbacks; returns the trace ids that
+    /// went. Several callers at once never delete the same invocation twice.
+    fn purge_finished(&self, now: Millis, keep: Duration, limit: usize) -> StoreFuture<'_, Vec<String>>;
 
     /// Counts for metrics.
     fn stats(&self, now: Millis) -> StoreFuture<'_, StoreStats>;
+
+    /// Invocations matching `query`, newest first (by acceptance, then trace id), one page of them,
+    /// with how many match in all: the debug panel's history.
+    fn history(&self, query: HistoryQuery) -> StoreFuture<'_, HistoryPage>;
+
+    /// The executes of the invocation, oldest first, if it exists: the debug panel's timeline.
+    /// Every execute an [`Store::insert`] or a successful [`Store::complete`] recorded, with the
+    /// `duration` it was given.
+    fn executes(&self, trace_id: &str) -> StoreFuture<'_, Option<Vec<ExecuteRecord>>>;
 
     /// Whether writes reach the disk now, for readiness checks: makes a small real write and says
     /// why it failed (disk full, read-only file or directory, I/O error). A store may answer
     /// frequent calls with the result of a recent check.
     fn check_writable(&self) -> StoreFuture<'_, ()>;
+
+    /// Completes when another process sharing the database made `what` due (a store of one process
+    /// never does: its callers wake each other in memory). May complete spuriously.
+    fn woken(&self, what: Wake) -> StoreFuture<'_, ()> {
+        let _ = what;
+        Box::pin(std::future::pending())
+    }
+
+    /// The longest a background loop sleeps without checking for due work: short where a lost
+    /// wake-up from another process must cost little.
+    fn max_idle(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+/// How long from `now` until `at`, zero if past.
+pub fn until(now: Millis, at: Millis) -> Duration {
+    Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
 }
 
 /// The `plugin_callback_info` of a context, when the plugin enables finish callbacks.

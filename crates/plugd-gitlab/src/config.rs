@@ -28,7 +28,10 @@ impl GitlabConfig {
     pub fn load(path: &Path) -> Result<GitlabConfig, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         serde_yaml_ng::from_str(&text).map_err(|e| {
-            let line = e.location().map(|l| format!(":{}", l.line())).unwrap_or_default();
+            // An error at the end of the input (an unclosed bracket) is placed on the line after the
+            // last: show the last line with text instead.
+            let last = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).last().map_or(1, |(i, _)| i + 1);
+            let line = e.location().map(|l| format!(":{}", l.line().min(last))).unwrap_or_default();
             let message = e.to_string();
             let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
             format!("{}{line}: {message}", path.display())

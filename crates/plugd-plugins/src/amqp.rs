@@ -106,7 +106,7 @@ pub struct Outputs {
 /// The message of the rez amqp hook: `package` and `variants`, with `message_attributes` merged on top.
 pub fn release_message(inputs: &Inputs) -> Value {
     let package = &inputs.package;
-    let user = package.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_default();
+    let user = package.user.clone().unwrap_or_else(crate::system::user);
     let mut message = json!({
         "package": {
             "name": package.name,

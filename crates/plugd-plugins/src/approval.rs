@@ -50,7 +50,7 @@ impl Plugin for Approval {
 
     async fn execute(&self, inputs: Inputs, ctx: &mut Context<Empty>) -> Result<Outcome, PluginError> {
         let Some(callback) = ctx.callback.clone() else {
-            let prepared = ctx.prepare_callback()?;
+            let prepared = ctx.prepare_callback_with_example(&serde_json::json!({"approved": true}))?;
             ctx.storage_set("callback_id", &prepared.id)?;
             if let Some(subject) = inputs.subject {
                 ctx.storage_set("subject", &subject)?;

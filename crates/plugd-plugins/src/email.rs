@@ -114,8 +114,13 @@ struct Rule {
 /// exists; anything else: equality); the recipients of all matching rules, sorted and deduplicated.
 pub fn recipients_from_rules(rules_yaml: &str, package: &Map<String, Value>) -> Result<Vec<String>, String> {
     let rules: Rules = serde_yaml_ng::from_str(rules_yaml).map_err(|e| {
-        let line = e.location().map(|l| format!("line {}: ", l.line())).unwrap_or_default();
-        format!("{line}{e}")
+        // An error at the end of the input (an unclosed bracket) is placed on the line after the
+        // last: show the last line with text instead; the position is not repeated.
+        let last =
+            rules_yaml.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).last().map_or(1, |(i, _)| i + 1);
+        let line = e.location().map(|l| format!("line {}: ", l.line().min(last))).unwrap_or_default();
+        let message = e.to_string();
+        format!("{line}{}", message.split(" at line ").next().unwrap_or(&message))
     })?;
     let mut found = BTreeSet::new();
     for rule in rules.rules {
@@ -247,5 +252,10 @@ mod tests {
         let strings = package(json!({"beta": "true", "version": "1.0"}));
         assert_eq!(recipients_from_rules(typed, &strings).unwrap(), ["b@x.com"]);
         assert!(recipients_from_rules("rules: {}", &Map::new()).unwrap_err().contains("invalid type"));
+        // An unclosed bracket is reported on the last line, not on the one after it.
+        assert_eq!(
+            recipients_from_rules("rules:\n- recipients: [a@x.com\n\n", &Map::new()).unwrap_err(),
+            "line 2: did not find expected ',' or ']'"
+        );
     }
 }

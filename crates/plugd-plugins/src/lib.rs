@@ -25,6 +25,7 @@ pub mod countdown;
 pub mod email;
 pub mod hello;
 pub mod secret;
+pub mod system;
 pub mod webhook;
 
 use plugd_sdk::DynPlugin;

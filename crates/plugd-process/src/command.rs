@@ -9,11 +9,9 @@ use plugd_sdk::{Context, Empty, Meta, Outcome, Plugin, PluginError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::spawn::WITHHELD_ENV;
 use crate::spawn::{self, Spawn};
 use crate::{PluginUser, ProcessOptions};
-
-/// plugd's secrets, never passed to a command.
-const WITHHELD_ENV: [&str; 3] = ["PLUGD_AUTH_TOKENS", "PLUGD_CALLBACK_SECRET", "PLUGD_CALLBACK_SECRET_FILE"];
 
 /// Arguments: a list, or a string split on whitespace.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -140,11 +138,17 @@ impl Plugin for Command {
                 ctx.set_outputs(&Outputs { exit_code: 0, output: finished.tail })?;
                 Ok(Outcome::Success)
             }
-            _ => Err(PluginError::failed(format!(
-                "command failed ({}):\n{}",
-                crate::plugin::describe_exit(&finished),
-                finished.tail
-            ))),
+            _ => {
+                // The last lines of output after a colon, when there are any; never a blank line.
+                let exit = crate::plugin::describe_exit(&finished);
+                let tail = finished.tail.trim_end();
+                let message = if tail.is_empty() {
+                    format!("command failed ({exit})")
+                } else {
+                    format!("command failed ({exit}):\n{tail}")
+                };
+                Err(PluginError::failed(message))
+            }
         }
     }
 }

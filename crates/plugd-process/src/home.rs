@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::{load, LoadError, ProcessOptions, ProcessPlugin};
+use crate::{load, LoadError, ProcessOptions};
 
 /// Why an install or uninstall failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,17 +91,26 @@ fn collect_files(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) -> Result<()
     Ok(())
 }
 
-/// Copies a plugin folder; a symbolic link is copied only if it stays inside the folder.
+/// What a folder holds that is not the plugin: version control, build output, Python's caches.
+fn not_plugin(name: &std::ffi::OsStr, is_dir: bool) -> bool {
+    if is_dir {
+        return [".git", "target", "__pycache__"].iter().any(|n| name == *n);
+    }
+    Path::new(name).extension().is_some_and(|e| e == "pyc" || e == "pyo")
+}
+
+/// Copies a plugin folder, but for what [`not_plugin`] names; a symbolic link is copied only if
+/// it stays inside the folder.
 fn copy_dir(source: &Path, target: &Path, root: &Path) -> Result<(), HomeError> {
     std::fs::create_dir_all(target).map_err(|e| io(&target.display().to_string(), e))?;
     for entry in std::fs::read_dir(source).map_err(|e| io(&source.display().to_string(), e))? {
         let entry = entry.map_err(|e| io(&source.display().to_string(), e))?;
         let kind = entry.file_type().map_err(|e| io(&entry.path().display().to_string(), e))?;
         let to = target.join(entry.file_name());
+        if not_plugin(&entry.file_name(), kind.is_dir()) {
+            continue;
+        }
         if kind.is_dir() {
-            if entry.file_name() == ".git" || entry.file_name() == "target" {
-                continue;
-            }
             copy_dir(&entry.path(), &to, root)?;
         } else if kind.is_symlink() {
             let resolved = entry.path().canonicalize().map_err(|e| io(&entry.path().display().to_string(), e))?;
@@ -292,12 +301,17 @@ pub fn list(home: &Path) -> Vec<Installed> {
     found
 }
 
-/// Loads every installed plugin; the ones that no longer load are returned as errors.
-pub fn load_installed(home: &Path, options: &ProcessOptions) -> (Vec<Arc<ProcessPlugin>>, Vec<LoadError>) {
+/// Loads every installed plugin (every version of an installed bk-plugin project, run by its own
+/// `.venv/`); the ones that no longer load are returned as errors.
+pub fn load_installed(
+    home: &Path,
+    options: &ProcessOptions,
+    python: &crate::PythonOptions,
+) -> (Vec<Arc<dyn plugd_sdk::DynPlugin>>, Vec<LoadError>) {
     let (mut plugins, mut errors) = (Vec::new(), Vec::new());
     for installed in list(home) {
-        match load(&installed.dir, options.clone()) {
-            Ok(plugin) => plugins.push(plugin),
+        match crate::load_folder(&installed.dir, options.clone(), python) {
+            Ok(folder) => plugins.extend(folder.plugins()),
             Err(e) => errors.push(e),
         }
     }

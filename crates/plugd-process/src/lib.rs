@@ -20,6 +20,7 @@ own temp folder, held open, and never through a symbolic link ([`plugd_sdk::bene
 */
 #![deny(missing_docs)]
 
+mod bk;
 /// The built-in `command` plugin.
 pub mod command;
 /// The local registry of installed plugins.
@@ -37,6 +38,7 @@ use std::sync::Arc;
 
 use plugd_sdk::{PluginInfo, PluginSchemas};
 
+pub use bk::{install_bk, interpreter, is_bk_project, load_bk, BkPlugin, BkProject, PythonOptions, REPLACED_PACKAGES};
 pub use plugin::{ProcessOptions, ProcessPlugin};
 pub use protocol::PROTOCOL_VERSION;
 pub use user::PluginUser;
@@ -61,7 +63,10 @@ impl LoadError {
     }
 
     pub(crate) fn yaml(file: &Path, e: &serde_yaml_ng::Error) -> LoadError {
-        let line = e.location().map(|l| l.line());
+        // An error at the end of the input (an unclosed bracket) is placed on the line after the
+        // last: show the last line with text instead (the file is read again: an error path).
+        let last = std::fs::read_to_string(file).ok().map(|text| last_line(&text));
+        let line = e.location().map(|l| last.map_or(l.line(), |last| l.line().min(last)));
         // serde_yaml_ng repeats the position at the end of its message; the line is already shown.
         let message = e.to_string();
         let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
@@ -71,6 +76,11 @@ impl LoadError {
     pub(crate) fn field(file: &Path, line: Option<usize>, field: &str, message: String) -> LoadError {
         LoadError { file: file.to_owned(), line, field: Some(field.to_owned()), message }
     }
+}
+
+/// The number of the last line of `text` that holds more than blanks (1 for an empty text).
+fn last_line(text: &str) -> usize {
+    text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).last().map_or(1, |(i, _)| i + 1)
 }
 
 /// Whether `dir` holds a plugin manifest.
@@ -94,7 +104,11 @@ pub fn load(dir: &Path, options: ProcessOptions) -> Result<Arc<ProcessPlugin>, L
             origin: m.file.display().to_string(),
         };
         let schemas = PluginSchemas { inputs: m.inputs, context_inputs: m.context_inputs, outputs: m.outputs };
-        let entry = plugin::Entry::Protocol { start: m.start, env: m.env.into_iter().collect() };
+        let entry = plugin::Entry::Protocol {
+            start: m.start,
+            env: m.env.into_iter().collect(),
+            passthrough: m.env_passthrough,
+        };
         (info, schemas, entry, m.install, m.timeout.unwrap_or(options.default_timeout))
     } else if dir.join("qciplugin.yml").is_file() {
         let q = qci::load(&dir)?;
@@ -120,4 +134,62 @@ pub fn load(dir: &Path, options: ProcessOptions) -> Result<Arc<ProcessPlugin>, L
         });
     };
     Ok(Arc::new(ProcessPlugin { info, schemas, dir, entry, install, timeout, options }))
+}
+
+/// A plugin folder: a process plugin (`plugin.yaml`, `qciplugin.yml`), or a bk-plugin project
+/// (one plugin version per class in `bk_plugin/versions/`).
+#[derive(Debug, Clone)]
+pub enum Folder {
+    /// A process plugin.
+    Process(Arc<ProcessPlugin>),
+    /// A bk-plugin project.
+    Bk(Arc<BkProject>),
+}
+
+impl Folder {
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        match self {
+            Folder::Process(plugin) => plugin.dir(),
+            Folder::Bk(project) => project.dir(),
+        }
+    }
+
+    /// Its plugin name.
+    pub fn name(&self) -> String {
+        match self {
+            Folder::Process(plugin) => plugd_sdk::DynPlugin::info(&**plugin).name,
+            Folder::Bk(project) => project.code().to_owned(),
+        }
+    }
+
+    /// The plugin versions it holds.
+    pub fn plugins(&self) -> Vec<Arc<dyn plugd_sdk::DynPlugin>> {
+        match self {
+            Folder::Process(plugin) => vec![plugin.clone() as Arc<dyn plugd_sdk::DynPlugin>],
+            Folder::Bk(project) => project.plugins(),
+        }
+    }
+
+    /// Prepares it to run in place: a process plugin's `install` commands; nothing for a bk-plugin
+    /// project, whose `.venv/` (or `--python`) is used as it is.
+    pub async fn install(&self) -> Result<(), String> {
+        match self {
+            Folder::Process(plugin) => plugin.install().await,
+            Folder::Bk(_) => Ok(()),
+        }
+    }
+}
+
+/// Whether `dir` holds a plugin of any kind: a manifest or a bk-plugin project.
+pub fn is_any_plugin_dir(dir: &Path) -> bool {
+    is_plugin_dir(dir) || is_bk_project(dir)
+}
+
+/// Loads the plugin folder `dir`, of any kind.
+pub fn load_folder(dir: &Path, options: ProcessOptions, python: &PythonOptions) -> Result<Folder, LoadError> {
+    if !is_plugin_dir(dir) && is_bk_project(dir) {
+        return load_bk(dir, &options, python).map(Folder::Bk);
+    }
+    load(dir, options).map(Folder::Process)
 }

@@ -60,6 +60,8 @@ struct RawEntry {
     install: Vec<CommandSpec>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    env_passthrough: Vec<String>,
     start: CommandSpec,
     #[serde(default)]
     timeout: Option<String>,
@@ -79,6 +81,8 @@ pub(crate) struct Manifest {
     pub(crate) enable_plugin_callback: bool,
     pub(crate) install: Vec<Vec<String>>,
     pub(crate) env: BTreeMap<String, String>,
+    /// Variables of plugd's environment passed to the plugin under `plugd serve` too.
+    pub(crate) env_passthrough: Vec<String>,
     pub(crate) start: Vec<String>,
     /// `entry.timeout`; without it the runtime's default applies.
     pub(crate) timeout: Option<Duration>,
@@ -252,6 +256,12 @@ pub(crate) fn load(dir: &Path) -> Result<Manifest, LoadError> {
     for key in raw.entry.env.keys() {
         check_env_key(key, &[]).map_err(|e| at(&["entry", "env"], e))?;
     }
+    for key in &raw.entry.env_passthrough {
+        if key.starts_with("PLUGD_") {
+            return Err(at(&["entry", "env_passthrough"], format!("{key} is plugd's own: it never reaches a plugin")));
+        }
+        check_env_key(key, &[]).map_err(|e| at(&["entry", "env_passthrough"], e))?;
+    }
     Ok(Manifest {
         file,
         name: raw.name.unwrap_or_else(|| raw.id.clone()),
@@ -264,6 +274,7 @@ pub(crate) fn load(dir: &Path) -> Result<Manifest, LoadError> {
         enable_plugin_callback: raw.enable_plugin_callback,
         install,
         env: raw.entry.env,
+        env_passthrough: raw.entry.env_passthrough,
         start,
         timeout,
     })

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::protocol::{self, PROTOCOL_VERSION};
 use crate::qci::QciEntry;
-use crate::spawn::{self, Spawn, ENV_ALLOWLIST};
+use crate::spawn::{self, Spawn, ENV_ALLOWLIST, WITHHELD_ENV};
 use crate::PluginUser;
 
 /// How plugd runs process plugins.
@@ -34,6 +34,12 @@ pub struct ProcessOptions {
     /// The user plugin processes run as (executes, not `install` commands); `None`: plugd's own.
     /// Each execute's temp folder is given to that user.
     pub plugin_user: Option<PluginUser>,
+    /// Plugins see plugd's whole environment, less plugd's secrets: under `plugd run` and
+    /// `plugd hooks` the caller is the user, or a CI job whose variables (`TAG_NAME`, `CI_COMMIT_*`,
+    /// `GITHUB_REF`) a step expects, as every CI runner hands them. Off (`plugd serve`), the
+    /// environment is cleared to a short allow-list plus what a manifest's `entry.env_passthrough`
+    /// names.
+    pub inherit_env: bool,
 }
 
 /// The default of [`ProcessOptions::default_timeout`].
@@ -47,13 +53,14 @@ impl Default for ProcessOptions {
             default_timeout: DEFAULT_PROCESS_TIMEOUT,
             reaper: None,
             plugin_user: None,
+            inherit_env: false,
         }
     }
 }
 
 pub(crate) enum Entry {
     /// `plugin.yaml`: a fixed argv, the invocation on stdin.
-    Protocol { start: Vec<String>, env: Vec<(String, String)> },
+    Protocol { start: Vec<String>, env: Vec<(String, String)>, passthrough: Vec<String> },
     /// `qciplugin.yml`: argv and env built from the inputs.
     Qci(QciEntry),
 }
@@ -75,9 +82,14 @@ impl std::fmt::Debug for ProcessPlugin {
     }
 }
 
-/// The variables of plugd's own environment that pass through to plugins.
-fn base_env() -> Vec<(String, String)> {
-    ENV_ALLOWLIST.iter().filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v))).collect()
+/// The variables of plugd's own environment that pass through to a plugin: all but plugd's
+/// secrets when `options.inherit_env`, else the allow-list and the manifest's `passthrough` names.
+fn base_env(options: &ProcessOptions, passthrough: &[String]) -> Vec<(String, String)> {
+    if options.inherit_env {
+        return std::env::vars().filter(|(key, _)| !WITHHELD_ENV.contains(&key.as_str())).collect();
+    }
+    let names = ENV_ALLOWLIST.iter().copied().chain(passthrough.iter().map(String::as_str));
+    names.filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v))).collect()
 }
 
 /// Input values longer than this stay out of the environment (the kernel refuses a variable over
@@ -107,6 +119,14 @@ impl ProcessPlugin {
         &self.dir
     }
 
+    /// The names of plugd's environment a served plugin's manifest asks for (`entry.env_passthrough`).
+    fn passthrough(&self) -> &[String] {
+        match &self.entry {
+            Entry::Protocol { passthrough, .. } => passthrough,
+            Entry::Qci(_) => &[],
+        }
+    }
+
     /// `${PLUGD_PLUGIN_DIR}` (or `$PLUGD_PLUGIN_DIR`) in an argument becomes the plugin folder, so a
     /// manifest can name its own files while the process runs in the workspace.
     fn plugin_dir_in(&self, arg: &str) -> String {
@@ -116,7 +136,7 @@ impl ProcessPlugin {
 
     /// Runs the manifest's `install` commands in the plugin folder, one after the other.
     pub async fn install(&self) -> Result<(), String> {
-        let mut env = base_env();
+        let mut env = base_env(&self.options, self.passthrough());
         if let Entry::Qci(qci) = &self.entry {
             env.extend(qci.install_env());
         }
@@ -179,7 +199,9 @@ impl ProcessPlugin {
             "prepared_callback": prepared.as_ref().map(|p| json!({"id": p.id, "url": p.url})),
         });
         let path = |p: &Path| p.display().to_string();
-        let mut env = base_env();
+        let mut env = base_env(&self.options, self.passthrough());
+        // Python writes no `__pycache__` into the plugin's folder (a manifest's env may say otherwise).
+        env.push(("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned()));
         env.extend([
             ("PLUGD_PROTOCOL".to_owned(), PROTOCOL_VERSION.to_string()),
             ("PLUGD_PLUGIN_DIR".to_owned(), path(&self.dir)),
@@ -198,7 +220,7 @@ impl ProcessPlugin {
         }
         env.extend(input_env(&request.inputs));
         let (argv, status_file) = match &self.entry {
-            Entry::Protocol { start, env: declared } => {
+            Entry::Protocol { start, env: declared, .. } => {
                 env.extend(declared.iter().cloned());
                 (start.iter().map(|arg| self.plugin_dir_in(arg)).collect(), None)
             }
@@ -243,6 +265,9 @@ impl ProcessPlugin {
         let mut storage = request.storage.clone();
         let outcome = if let Some(text) = protocol::read_capped(&folder, &result_file)? {
             let decision = protocol::parse_result(&text)?;
+            if let (Some(example), Some(prepared)) = (&decision.callback_example, &prepared) {
+                request.callbacks.note_example(&request.trace_id, &prepared.id, example);
+            }
             outputs.extend(decision.outputs);
             if let Some(new_storage) = decision.storage {
                 storage = new_storage;

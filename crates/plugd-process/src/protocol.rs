@@ -29,6 +29,8 @@ pub(crate) struct ResultFile {
     #[serde(default)]
     callback_timeout: Option<f64>,
     #[serde(default)]
+    callback_example: Option<Value>,
+    #[serde(default)]
     error: Option<String>,
 }
 
@@ -79,6 +81,8 @@ pub(crate) struct Decision {
     pub(crate) outcome: Result<Outcome, PluginError>,
     pub(crate) storage: Option<Map<String, Value>>,
     pub(crate) outputs: Map<String, Value>,
+    /// A body the third party may post to the prepared callback (`callback_example`).
+    pub(crate) callback_example: Option<Value>,
 }
 
 pub(crate) fn parse_result(text: &str) -> Result<Decision, String> {
@@ -97,7 +101,12 @@ pub(crate) fn parse_result(text: &str) -> Result<Decision, String> {
             Some(seconds) => Ok(Outcome::CallbackWithin(wait("callback_timeout", seconds)?)),
         },
     };
-    Ok(Decision { outcome, storage: result.storage, outputs: result.outputs.unwrap_or_default() })
+    Ok(Decision {
+        outcome,
+        storage: result.storage,
+        outputs: result.outputs.unwrap_or_default(),
+        callback_example: result.callback_example,
+    })
 }
 
 /// `KEY=VALUE` lines, and `KEY<<DELIMITER` ... `DELIMITER` blocks (the GitHub Actions form).

@@ -27,7 +27,11 @@ const MAX_LINE: u64 = 64 * 1024;
 /// descendant that left the group, without a reaper, can hold the pipes open forever).
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
-/// Environment variables passed through from plugd's own environment; everything else is cleared.
+/// plugd's secrets: never in a plugin's environment, whoever runs it.
+pub(crate) const WITHHELD_ENV: [&str; 3] = ["PLUGD_AUTH_TOKENS", "PLUGD_CALLBACK_SECRET", "PLUGD_CALLBACK_SECRET_FILE"];
+
+/// Environment variables passed through from plugd's own environment under `plugd serve`;
+/// everything else is cleared (see [`crate::ProcessOptions::inherit_env`]).
 /// The proxy and CA settings are the machine's network configuration: without them a plugin
 /// behind a proxy cannot install or fetch anything.
 pub(crate) const ENV_ALLOWLIST: [&str; 17] = [
@@ -180,7 +184,9 @@ async fn drain(stream: impl AsyncRead + Unpin, name: &'static str, echo: bool, t
         match read {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                let text = String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).to_owned();
+                let raw = String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).to_owned();
+                // Colour codes are for terminals: the echo keeps them, logs and errors do not.
+                let text = strip_ansi_escapes::strip_str(&raw);
                 if kept < MAX_LOG {
                     kept += n;
                     if kept >= MAX_LOG {
@@ -189,7 +195,7 @@ async fn drain(stream: impl AsyncRead + Unpin, name: &'static str, echo: bool, t
                         tracing::info!(target: "plugd::plugin", stream = name, "{text}");
                     }
                     if echo {
-                        eprintln!("{text}");
+                        eprintln!("{raw}");
                     }
                 }
                 let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());

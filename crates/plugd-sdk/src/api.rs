@@ -46,6 +46,16 @@ pub struct ApiRequest {
     pub headers: BTreeMap<String, String>,
 }
 
+/// A plugin API's answer with its own HTTP status, from [`crate::DynPlugin::call_api`]: a data-source
+/// view of a Python bk-plugin project answers with the status its view chose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiReply {
+    /// The HTTP status, e.g. 200.
+    pub status: u16,
+    /// The JSON body (`plugin_api_dispatch` wraps it as `data`).
+    pub body: Value,
+}
+
 /// A failed plugin API call: an HTTP status and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

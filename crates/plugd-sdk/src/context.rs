@@ -77,12 +77,14 @@ pub struct Callback {
 }
 
 /// A prepared callback: give `url` to the third party and remember `id` in storage.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CallbackPreparation {
     /// 32 lowercase hex characters, unique per preparation.
     pub id: String,
     /// The URL the third party POSTs its JSON to.
     pub url: String,
+    /// A body the plugin expects, shown to whoever must post it (`plugd run` prints a curl with it).
+    pub example: Option<Value>,
 }
 
 /// Issues callback URLs for an invocation. The runtime provides it: signed URLs on a temporary
@@ -90,6 +92,9 @@ pub struct CallbackPreparation {
 pub trait CallbackPreparer: Send + Sync {
     /// Prepares a new callback for the invocation `trace_id`.
     fn prepare_callback(&self, trace_id: &str) -> Result<CallbackPreparation, String>;
+
+    /// Records an example body for a callback prepared earlier, for runtimes that show it.
+    fn note_example(&self, _trace_id: &str, _callback_id: &str, _example: &Value) {}
 }
 
 /// The context of one execute: the `Context` of the Python kit.
@@ -134,6 +139,16 @@ impl<C> Context<C> {
     /// Prepares a callback for this invocation: returns its `id` and the `url` to give out.
     pub fn prepare_callback(&self) -> Result<CallbackPreparation, PluginError> {
         self.callbacks.prepare_callback(&self.trace_id).map_err(PluginError::Unexpected)
+    }
+
+    /// [`Context::prepare_callback`], with a body the third party may post: `plugd run` shows it in
+    /// the curl command it prints (approval's is `{"approved": true}`).
+    pub fn prepare_callback_with_example<E: Serialize>(&self, example: &E) -> Result<CallbackPreparation, PluginError> {
+        let example = serde_json::to_value(example)?;
+        let mut prepared = self.prepare_callback()?;
+        self.callbacks.note_example(&self.trace_id, &prepared.id, &example);
+        prepared.example = Some(example);
+        Ok(prepared)
     }
 
     /// Merges the fields of `outputs` (which must serialize to a JSON object) into

@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::{schema_for, ApiRoute, Callback, CallbackPreparer, Context, Outcome, Plugin, PluginError, Report, State};
+use crate::{
+    schema_for, ApiError, ApiReply, ApiRequest, ApiRoute, Callback, CallbackPreparer, Context, Outcome, Plugin,
+    PluginError, Report, State,
+};
 
 /// A boxed, sendable future, as returned by [`DynPlugin::execute`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -100,6 +103,29 @@ pub trait DynPlugin: Send + Sync + 'static {
     /// Data-source APIs served under `bk_plugin/plugin_api/`.
     fn api_routes(&self) -> Vec<ApiRoute> {
         Vec::new()
+    }
+    /// Answers a data-source API call by its path, for a plugin whose APIs are not a fixed list of
+    /// routes (a bk-plugin project resolves its own Django URL patterns). Runtimes ask the newest
+    /// version of a plugin, for a call no route of [`DynPlugin::api_routes`] takes. `None` (the
+    /// default): the plugin answers no API by path. An [`ApiError`] with status 404 means no API has
+    /// that path.
+    fn call_api(&self, request: ApiRequest) -> Option<BoxFuture<'_, Result<ApiReply, ApiError>>> {
+        let _ = request;
+        None
+    }
+    /// Whether the plugin validates and converts its inputs and context inputs itself, with its
+    /// own messages (answering [`ExecuteError::Inputs`] or [`ExecuteError::Context`]): runtimes then
+    /// hand it the raw values, unchecked against the schemas. A Python bk-plugin does (pydantic).
+    fn validates_inputs(&self) -> bool {
+        false
+    }
+    /// The description of the plugin as a whole (`meta`), when it is not this version's own.
+    fn plugin_description(&self) -> Option<String> {
+        None
+    }
+    /// The language the plugin is written in, as `meta` reports it.
+    fn language(&self) -> &'static str {
+        "rust"
     }
 }
 

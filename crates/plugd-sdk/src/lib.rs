@@ -62,7 +62,7 @@ mod plugin;
 mod report;
 mod schema;
 
-pub use api::{ApiError, ApiMethod, ApiRequest, ApiRoute};
+pub use api::{ApiError, ApiMethod, ApiReply, ApiRequest, ApiRoute};
 pub use context::{Callback, CallbackPreparation, CallbackPreparer, Context, State};
 pub use erased::{
     BoxFuture, DynPlugin, ExecuteError, ExecuteRequest, ExecuteResponse, PluginInfo, PluginSchemas, TypedPlugin,

@@ -54,8 +54,6 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// A request whose body has not arrived this long after its head is answered 408.
     pub body_read_timeout: Duration,
-    /// Where report files are kept.
-    pub reports_dir: std::path::PathBuf,
     /// The folder plugins run in (`plugd serve`'s own): a report's `report_html` and `report_dir`
     /// must be inside it (relative paths are relative to it), and are read without following a
     /// link [default: the current directory].
@@ -113,7 +111,6 @@ impl ServerConfig {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
-            reports_dir: std::path::PathBuf::from("plugd-reports"),
             workspace: std::path::PathBuf::from("."),
             max_report_bytes: 50 * 1024 * 1024,
             auth: AuthConfig::default(),

@@ -16,6 +16,7 @@ Everything durable goes through a [`plugd_core::store::Store`]; everything about
 // Handlers return ready-made error responses early; boxing them would buy nothing.
 #![allow(clippy::result_large_err)]
 
+mod advance;
 mod api;
 pub mod apigw;
 mod auth;

@@ -76,16 +76,18 @@ pub(crate) async fn serve_http(
 pub(crate) async fn body_deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit = state.config.max_body;
     let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let too_large = || {
+        let message = format!("request body is too large: the limit is {limit} bytes (--max-body)");
+        fail(StatusCode::PAYLOAD_TOO_LARGE, &message, None)
+    };
     if announced.is_some_and(|length| length > limit as u64) {
-        return fail(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large", None);
+        return too_large();
     }
     let (parts, body) = request.into_parts();
     let timeout = state.config.body_read_timeout;
     let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) if is_length_limit(&e) => {
-            return fail(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large", None)
-        }
+        Ok(Err(e)) if is_length_limit(&e) => return too_large(),
         Ok(Err(e)) => return fail(StatusCode::BAD_REQUEST, &format!("cannot read the request body: {e}"), None),
         Err(_) => {
             let message = format!("the request body did not arrive within {}", humantime::format_duration(timeout));

@@ -8,7 +8,7 @@
 use plugd_sdk::ApiMethod;
 use serde_json::{json, Map, Value};
 
-use crate::api::BK_ROUTES;
+use crate::api::{BK_ROUTES, PANEL_ROUTES};
 use crate::state::AppState;
 
 /// The two prefixes of the bk-plugin routes: the default plugin's, and every plugin's.
@@ -109,7 +109,7 @@ fn describe(method: &str, path: &str) -> Operation {
         .error("404", unknown_version),
         ("post", "/invoke/{version}") => Operation::new(
             "Runs the first execute. A plugin failure is result true with state 5 and err; a store failure is \
-             result false with data null.",
+             result false with data null (503 when the store is unreachable: nothing was recorded).",
             json_response(
                 "The invocation after its first execute (or why it could not be recorded).",
                 success_or_failure(
@@ -119,11 +119,12 @@ fn describe(method: &str, path: &str) -> Operation {
                 ),
             ),
         )
-        .request(json!({"type": "object", "required": ["inputs", "context"], "properties": {
+        .request(json!({"type": "object", "required": ["inputs"], "properties": {
             "inputs": {"type": "object"}, "context": {"type": "object"}}}))
         .error("400", invalid_input)
         .error("403", scope)
-        .error("404", unknown_version),
+        .error("404", unknown_version)
+        .error("503", unavailable),
         ("get", "/schedule/{trace_id}") => Operation::new(
             "State and outputs of an invocation.",
             json_response(
@@ -175,7 +176,8 @@ fn describe(method: &str, path: &str) -> Operation {
             "A report file, under a content-security policy that allows no scripts.",
             json!({"description": "The file, with the media type of its extension.", "content": {"*/*": {"schema": {}}}}),
         )
-        .error("404", "No such invocation or report file."),
+        .error("404", "No such invocation or report file.")
+        .error("503", unavailable),
         ("post", "/cancel/{trace_id}") => Operation::new(
             "Fails a pending invocation.",
             json_response(
@@ -413,6 +415,7 @@ pub(crate) fn document(state: &AppState) -> Value {
             item[*method] = entry;
         }
     }
+    panel_paths(state, &mut paths);
     for (path, summary, ok, unavailable) in [
         (
             "/metrics",
@@ -469,4 +472,144 @@ pub(crate) fn document(state: &AppState) -> Value {
             },
         },
     })
+}
+
+/// The debug panel's own API (`/ui/api/...`), under the same access rules as the bk-plugin routes.
+fn panel_paths(state: &AppState, paths: &mut Map<String, Value>) {
+    let plugins: Vec<&str> = state.registry.names().collect();
+    let credentials = state.config.auth.is_configured();
+    let millis = json!({"type": "integer", "description": "Unix time in milliseconds"});
+    let optional_millis = json!({"type": ["integer", "null"], "description": "Unix time in milliseconds"});
+    let state_schema = schema("State");
+    let state_name = json!({"type": "string", "enum": ["EMPTY", "POLL", "CALLBACK", "SUCCESS", "FAIL"]});
+    let nullable_string = json!({"type": ["string", "null"]});
+    for (method, path, access) in PANEL_ROUTES {
+        let mut parameters: Vec<Value> = Vec::new();
+        let mut responses = Map::new();
+        let (summary, ok) = match *path {
+            "/ui/api/plugins" => (
+                "The panel: every plugin with its versions, and whether the server wants credentials.",
+                json_response(
+                    "The plugins.",
+                    success(
+                        json!({"type": "object", "required": ["plugins", "credentials_required"], "properties": {
+                            "credentials_required": {"type": "boolean"},
+                            "plugins": {"type": "array", "items": {"type": "object", "required": ["name", "versions"], "properties": {
+                                "name": {"type": "string"},
+                                "versions": {"type": "array", "items": {"type": "object",
+                                    "required": ["version", "description", "has_form", "enable_plugin_callback", "source"],
+                                    "properties": {
+                                        "version": {"type": "string"}, "description": {"type": "string"},
+                                        "has_form": {"type": "boolean"}, "enable_plugin_callback": {"type": "boolean"},
+                                        "source": {"type": "string", "description": "`built-in`, or the folder it was loaded from"},
+                                    }}},
+                            }}},
+                        }}),
+                        false,
+                    ),
+                ),
+            ),
+            "/ui/api/forms/{plugin}/{version}" => {
+                parameters.push(path_parameter("plugin", json!({"type": "string", "enum": plugins}), "A plugin."));
+                parameters.push(path_parameter("version", json!({"type": "string"}), "A version of the plugin."));
+                add_status(&mut responses, "404", "No such plugin or version, or the version has no form.js.");
+                (
+                    "The panel: a version's BlueKing form.js, as a script.",
+                    json!({"description": "The form.js.", "content": {"text/javascript": {"schema": {"type": "string"}}}}),
+                )
+            }
+            "/ui/api/invocations" => {
+                for (name, schema, description) in [
+                    ("plugin", json!({"type": "string"}), "Only this plugin's invocations."),
+                    ("version", json!({"type": "string"}), "Only this version's."),
+                    ("state", json!({"type": "integer", "minimum": 1, "maximum": 5}), "Only those in this state."),
+                    (
+                        "page",
+                        json!({"type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 1}),
+                        "The page, from 1.",
+                    ),
+                    (
+                        "per_page",
+                        json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 20}),
+                        "Invocations per page.",
+                    ),
+                ] {
+                    parameters.push(json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description}));
+                }
+                add_status(&mut responses, "400", "A query parameter is out of range.");
+                add_status(&mut responses, "503", "The store cannot be read.");
+                let item = json!({"type": "object",
+                "required": ["trace_id", "plugin", "version", "state", "state_name", "invoke_count", "err", "created_at", "finish_at"],
+                "properties": {
+                    "trace_id": schema("TraceId"), "plugin": {"type": "string"}, "version": {"type": "string"},
+                    "state": state_schema, "state_name": state_name, "invoke_count": {"type": "integer"},
+                    "err": nullable_string, "created_at": millis, "finish_at": optional_millis,
+                }});
+                (
+                    "The panel: invocations, newest first, filtered and paged (only the caller's app's, with credentials).",
+                    json_response(
+                        "A page of history.",
+                        success(
+                            json!({"type": "object", "required": ["items", "total", "page", "per_page"], "properties": {
+                                "items": {"type": "array", "items": item},
+                                "total": {"type": "integer"}, "page": {"type": "integer"}, "per_page": {"type": "integer"},
+                            }}),
+                            false,
+                        ),
+                    ),
+                )
+            }
+            _ => {
+                parameters.push(path_parameter("trace_id", json!({"type": "string"}), "An invocation's trace_id."));
+                add_status(&mut responses, "404", "No such invocation (or another app's).");
+                add_status(&mut responses, "503", "The store cannot be read.");
+                let execute = json!({"type": "object",
+                "required": ["trigger", "invoke_count", "started_at", "duration_ms", "state", "state_name", "err"],
+                "properties": {
+                    "trigger": {"type": "string", "enum": ["start", "poll", "callback"]},
+                    "invoke_count": {"type": "integer"}, "started_at": millis, "duration_ms": {"type": "number"},
+                    "state": state_schema, "state_name": state_name, "err": nullable_string,
+                }});
+                (
+                    "The panel: one invocation with its timeline of executes, logs, reports and callback URLs.",
+                    json_response(
+                        "The invocation.",
+                        success(
+                            json!({"type": "object",
+                            "required": ["trace_id", "plugin", "version", "state", "state_name", "invoke_count", "inputs",
+                                "context", "outputs", "err", "created_at", "updated_at", "finish_at", "next_run_at", "running",
+                                "callback_deadline_at", "now", "executes", "logs", "reports", "callbacks"],
+                            "properties": {
+                                "trace_id": schema("TraceId"), "plugin": {"type": "string"}, "version": {"type": "string"},
+                                "state": state_schema, "state_name": state_name, "invoke_count": {"type": "integer"},
+                                "inputs": {}, "context": {}, "outputs": {"type": "object"}, "err": nullable_string,
+                                "created_at": millis, "updated_at": millis, "finish_at": optional_millis,
+                                "next_run_at": optional_millis, "running": {"type": "boolean"},
+                                "callback_deadline_at": optional_millis, "now": millis,
+                                "executes": {"type": "array", "items": execute},
+                                "logs": {"type": "string"},
+                                "reports": {"type": "array", "items": {"type": "object"}},
+                                "callbacks": {"type": "array", "items": {"type": "object", "required": ["url", "path"], "properties": {
+                                    "url": {"type": "string"}, "path": {"type": "string"}}}},
+                            }}),
+                            false,
+                        ),
+                    ),
+                )
+            }
+        };
+        responses.insert("200".into(), ok);
+        let protected = access.is_protected(&state.config) && credentials;
+        if protected {
+            add_status(&mut responses, "401", common_error("401"));
+        }
+        shared_statuses(state, &mut responses);
+        let id = operation_id(method, "panel", path.trim_start_matches("/ui/api"));
+        let mut entry =
+            json!({"operationId": id, "summary": summary, "parameters": parameters, "responses": responses});
+        if protected {
+            entry["security"] = json!([{"bearer": []}, {"apigw": []}]);
+        }
+        paths.insert((*path).to_owned(), json!({ *method: entry }));
+    }
 }

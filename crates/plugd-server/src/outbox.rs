@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use plugd_core::store::{millis_after, Delivery, OutboxItem};
+use plugd_core::store::{Delivery, OutboxItem, Wake};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -67,13 +67,15 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
         if full {
             continue;
         }
-        let sleep_for = match state.store.next_outbox_due().await {
-            Ok(Some(at)) => (at - now_ms()).clamp(0, 60_000),
-            _ => 60_000,
+        let max_idle = state.store.max_idle();
+        let sleep_for = match state.store.next_outbox_due(now_ms()).await {
+            Ok(Some(due_in)) => due_in.min(max_idle),
+            _ => max_idle,
         };
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(sleep_for as u64)) => {}
+            () = tokio::time::sleep(sleep_for) => {}
             () = state.wake_outbox.notified() => {}
+            _ = state.store.woken(Wake::Outbox) => {}
             () = shutdown.cancelled() => return,
         }
     }
@@ -96,7 +98,7 @@ async fn deliver(state: &AppState, client: &reqwest::Client, item: OutboxItem) {
             } else {
                 let delay = backoff(state.config.finish_callback_backoff, item.attempts);
                 tracing::info!(trace_id = %item.trace_id, attempts, "finish callback failed, retrying in {delay:?}: {error}");
-                Delivery::Retry { at: millis_after(now_ms(), delay), error }
+                Delivery::Retry { after: delay, error }
             }
         }
     };

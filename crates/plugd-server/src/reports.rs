@@ -1,5 +1,6 @@
-//! Report files: copied from where the plugin wrote them into the server's own folder, so they
-//! outlive the plugin's workspace, and served back with a restrictive content-security policy.
+//! Report files: read from where the plugin wrote them into the store (capped), so they outlive
+//! the plugin's workspace and any node serves them, and served back with a restrictive
+//! content-security policy.
 //!
 //! A report names files inside the workspace only, and they are read with the rule of
 //! [`plugd_sdk::beneath`]: no `..`, no absolute path outside it, no symbolic link on the way, only
@@ -8,14 +9,14 @@
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
+use plugd_core::store::ReportFile;
 use plugd_sdk::beneath::{Beneath, BeneathError, EntryKind};
 use plugd_sdk::Report;
 use serde_json::{json, Map, Value};
 
-/// Where report files live: `<root>/<trace_id>/<invoke_count>-<n>/...`.
+/// How report files are taken: each one kept as `<invoke_count>-<n>/<path below its folder>`.
 #[derive(Debug, Clone)]
 pub(crate) struct ReportFiles {
-    pub(crate) root: PathBuf,
     /// The folder report files must be in (relative report paths are relative to it).
     pub(crate) workspace: PathBuf,
     /// Most bytes kept per report.
@@ -27,9 +28,15 @@ pub(crate) const CONTENT_SECURITY_POLICY: &str =
     "default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; font-src 'self'; sandbox";
 
 impl ReportFiles {
-    /// Copies the files of `reports` and returns what the store keeps for each.
-    pub(crate) fn persist(&self, trace_id: &str, invoke_count: u32, reports: &[Report]) -> Vec<Value> {
-        reports
+    /// Reads the files of `reports`; returns what the store keeps for each report, and the files.
+    pub(crate) fn persist(
+        &self,
+        trace_id: &str,
+        invoke_count: u32,
+        reports: &[Report],
+    ) -> (Vec<Value>, Vec<ReportFile>) {
+        let mut files = Vec::new();
+        let kept = reports
             .iter()
             .enumerate()
             .map(|(n, report)| {
@@ -43,9 +50,10 @@ impl ReportFiles {
                 }
                 if let Some(html) = &report.report_html {
                     let key = format!("{invoke_count}-{}", n + 1);
-                    match self.copy(trace_id, &key, html, report.report_dir.as_deref()) {
-                        Ok(index) => {
+                    match self.copy(&key, html, report.report_dir.as_deref()) {
+                        Ok((index, taken)) => {
                             kept.insert("html".into(), json!(format!("{key}/{index}")));
+                            files.extend(taken);
                         }
                         Err(e) => {
                             tracing::warn!(%trace_id, "report files not kept: {e}");
@@ -55,14 +63,16 @@ impl ReportFiles {
                 }
                 Value::Object(kept)
             })
-            .collect()
+            .collect();
+        (kept, files)
     }
 
-    /// Copies one report's files; returns the index page's path below the report's folder.
-    fn copy(&self, trace_id: &str, key: &str, html: &str, dir: Option<&str>) -> Result<String, String> {
+    /// Reads one report's files; returns the index page's path below the report's folder, and the
+    /// files, each named `<key>/<path>`.
+    fn copy(&self, key: &str, html: &str, dir: Option<&str>) -> Result<(String, Vec<ReportFile>), String> {
         let workspace = Beneath::open(&self.workspace)
             .map_err(|e| format!("cannot open the workspace {}: {e}", self.workspace.display()))?;
-        let target = self.root.join(trace_id).join(key);
+        let mut taken = Vec::new();
         let mut budget = Budget { left: self.cap, cap: self.cap };
         match dir {
             Some(dir) => {
@@ -72,31 +82,28 @@ impl ReportFiles {
                 let index = safe_relative(index)
                     .ok_or_else(|| format!("report_html {html:?} is not inside report_dir {dir:?}"))?;
                 folder.file(&index).map_err(|e| refused("report_html", html, e))?;
-                create_dir(&target)?;
-                copy_tree(&folder, &target, &mut budget)?;
-                Ok(index.to_string_lossy().into_owned())
+                copy_tree(&folder, key, &mut taken, &mut budget)?;
+                Ok((slash_path(&index), taken))
             }
             None => {
                 let name = Path::new(html).file_name().ok_or_else(|| format!("report_html {html:?} names no file"))?;
                 let file = workspace.file(Path::new(html)).map_err(|e| refused("report_html", html, e))?;
-                create_dir(&target)?;
-                copy_file(file, &target.join(name), &mut budget)?;
-                Ok(name.to_string_lossy().into_owned())
+                let name = name.to_string_lossy().into_owned();
+                taken.push(ReportFile { path: format!("{key}/{name}"), content: read_file(file, &mut budget)? });
+                Ok((name, taken))
             }
         }
     }
+}
 
-    /// Deletes the files of purged invocations.
-    pub(crate) fn remove(&self, trace_id: &str) {
-        let _ = std::fs::remove_dir_all(self.root.join(trace_id));
-    }
+/// The key of a report file as the store keeps it, for `path` as a caller asked for it, if it is
+/// safely inside the report (no `..`, no root).
+pub(crate) fn stored_path(path: &str) -> Option<String> {
+    safe_relative(Path::new(path)).map(|p| slash_path(&p))
+}
 
-    /// The file behind `path` (as listed in a report's `html`), if it is safely inside the report.
-    pub(crate) fn file(&self, trace_id: &str, path: &str) -> Option<PathBuf> {
-        let relative = safe_relative(Path::new(path))?;
-        let id_ok = trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit());
-        id_ok.then(|| self.root.join(trace_id).join(relative))
-    }
+fn slash_path(path: &Path) -> String {
+    path.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 /// `path` without `..`, root or prefix components, or `None`.
@@ -120,50 +127,46 @@ fn refused(field: &str, path: &str, error: BeneathError) -> String {
     }
 }
 
-fn create_dir(path: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))
-}
-
 /// Bytes left of the cap of one report.
 struct Budget {
     left: u64,
     cap: u64,
 }
 
-/// Copies an open report file, within the budget.
-fn copy_file(file: File, target: &Path, budget: &mut Budget) -> Result<(), String> {
+/// Reads an open report file, within the budget.
+fn read_file(file: File, budget: &mut Budget) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let too_large = |cap: u64| format!("the report is larger than the limit of {cap} bytes");
     let length = file.metadata().map_err(|e| format!("cannot read a report file: {e}"))?.len();
     if length > budget.left {
         return Err(too_large(budget.cap));
     }
-    let mut out = File::create(target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
     // A file still growing is cut at the budget, and refused.
-    let copied = std::io::copy(&mut file.take(budget.left + 1), &mut out)
-        .map_err(|e| format!("cannot copy to {}: {e}", target.display()))?;
-    if copied > budget.left {
+    let mut content = Vec::with_capacity(length as usize);
+    file.take(budget.left + 1).read_to_end(&mut content).map_err(|e| format!("cannot read a report file: {e}"))?;
+    let read = content.len() as u64;
+    if read > budget.left {
         return Err(too_large(budget.cap));
     }
-    budget.left -= copied;
-    Ok(())
+    budget.left -= read;
+    Ok(content)
 }
 
-/// Copies regular files and folders; symbolic links and special files are skipped, never followed.
-fn copy_tree(source: &Beneath, target: &Path, budget: &mut Budget) -> Result<(), String> {
+/// Reads regular files and folders below `source`, naming each `<prefix>/<path>`; symbolic links
+/// and special files are skipped, never followed.
+fn copy_tree(source: &Beneath, prefix: &str, taken: &mut Vec<ReportFile>, budget: &mut Budget) -> Result<(), String> {
     let entries = source.entries().map_err(|e| format!("cannot read {}: {e}", source.path().display()))?;
     for (name, kind) in entries {
-        let to = target.join(&name);
+        let path = format!("{prefix}/{}", name.to_string_lossy());
         match kind {
             EntryKind::Dir => {
                 // Changed into something else since it was listed: skipped like a link.
                 let Ok(folder) = source.dir(Path::new(&name)) else { continue };
-                create_dir(&to)?;
-                copy_tree(&folder, &to, budget)?;
+                copy_tree(&folder, &path, taken, budget)?;
             }
             EntryKind::File => {
                 let Ok(file) = source.file(Path::new(&name)) else { continue };
-                copy_file(file, &to, budget)?;
+                taken.push(ReportFile { path, content: read_file(file, budget)? });
             }
             EntryKind::Other => {}
         }
@@ -200,18 +203,24 @@ mod tests {
         }
     }
 
+    fn paths(files: &[ReportFile]) -> Vec<&str> {
+        let mut paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        paths.sort_unstable();
+        paths
+    }
+
     #[test]
-    fn files_are_copied_with_a_cap_and_links_skipped() {
+    fn files_are_read_with_a_cap_and_links_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         std::fs::create_dir_all(out.join("css")).unwrap();
         std::fs::write(out.join("index.html"), "<h1>ok</h1>").unwrap();
         std::fs::write(out.join("css/site.css"), "h1{}").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", out.join("leak")).unwrap();
-        let files = ReportFiles { root: dir.path().join("reports"), workspace: dir.path().to_owned(), cap: 1024 };
+        let files = ReportFiles { workspace: dir.path().to_owned(), cap: 1024 };
         let trace = "0123456789abcdef0123456789abcdef";
         let html = out.join("index.html").display().to_string();
-        let kept = files.persist(
+        let (kept, taken) = files.persist(
             trace,
             2,
             &[
@@ -224,12 +233,13 @@ mod tests {
             ],
         );
         assert_eq!(kept, [json!({"html": "2-1/index.html"}), json!({"description": "plain"})]);
-        assert!(files.file(trace, "2-1/css/site.css").unwrap().is_file());
-        assert!(!files.root.join(trace).join("2-1/leak").exists(), "links are not followed");
-        let small = ReportFiles { root: dir.path().join("small"), workspace: dir.path().to_owned(), cap: 4 };
-        let kept = small.persist(trace, 1, &[Report { report_html: Some(html), ..Report::default() }]);
+        assert_eq!(paths(&taken), ["2-1/css/site.css", "2-1/index.html"], "links are not followed");
+        let small = ReportFiles { workspace: dir.path().to_owned(), cap: 4 };
+        let (kept, taken) = small.persist(trace, 1, &[Report { report_html: Some(html), ..Report::default() }]);
         assert!(kept[0]["error"].as_str().unwrap().contains("larger than the limit"), "{kept:?}");
-        assert_eq!(files.file("../../etc", "passwd"), None);
+        assert!(taken.is_empty());
+        assert_eq!(stored_path("./2-1//css/site.css").as_deref(), Some("2-1/css/site.css"));
+        assert_eq!(stored_path("../../etc/passwd"), None);
     }
 
     #[test]
@@ -243,7 +253,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), ws.join("linked")).unwrap();
         let fifo = std::process::Command::new("mkfifo").arg(ws.join("pipe.html")).status().unwrap();
         assert!(fifo.success());
-        let files = ReportFiles { root: outside.path().join("reports"), workspace: ws.to_owned(), cap: 1024 };
+        let files = ReportFiles { workspace: ws.to_owned(), cap: 1024 };
         let html = |path: &str| Report { report_html: Some(path.into()), ..Report::default() };
         let secret = outside.path().join("secret.html").display().to_string();
         let inside = ws.join("ok.html").display().to_string();
@@ -259,7 +269,7 @@ mod tests {
             html(&inside),
         ];
         let trace = "0123456789abcdef0123456789abcdef";
-        let kept = files.persist(trace, 1, &reports);
+        let (kept, taken) = files.persist(trace, 1, &reports);
         let errors: Vec<&str> = kept.iter().filter_map(|k| k["error"].as_str()).collect();
         let not_kept = |why: &str| format!("report files not kept: {why}");
         assert_eq!(
@@ -276,7 +286,7 @@ mod tests {
         );
         assert_eq!(kept[7], json!({"html": "1-8/ok.html"}));
         assert_eq!(kept[8], json!({"html": "1-9/ok.html"}));
-        assert_eq!(std::fs::read_to_string(files.file(trace, "1-8/ok.html").unwrap()).unwrap(), "<h1>ok</h1>");
-        assert!(!files.root.join(trace).join("1-1").exists(), "nothing is kept of a refused report");
+        assert_eq!(paths(&taken), ["1-8/ok.html", "1-9/ok.html"], "nothing is kept of a refused report");
+        assert_eq!(taken[0].content, b"<h1>ok</h1>");
     }
 }

@@ -1,4 +1,4 @@
-//! Deletes finished invocations (with their logs and callbacks) older than the retention period,
+//! Deletes finished invocations (with their logs, reports and callbacks) older than the retention period,
 //! in small batches so that the writer is never held for long.
 
 use std::time::Duration;
@@ -11,15 +11,12 @@ const BATCH: usize = 500;
 
 pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
     loop {
-        let cutoff = now_ms() - state.config.retention.as_millis() as i64;
         let mut purged = 0;
         loop {
-            match state.store.purge_finished(cutoff, BATCH).await {
+            // Safe on several nodes at once: each batch is claimed by one of them.
+            match state.store.purge_finished(now_ms(), state.config.retention, BATCH).await {
                 Ok(gone) => {
                     purged += gone.len();
-                    for trace_id in &gone {
-                        state.report_files.remove(trace_id);
-                    }
                     if gone.len() < BATCH {
                         break;
                     }

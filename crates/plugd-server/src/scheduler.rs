@@ -10,18 +10,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use plugd_core::store::{millis_after, Claim, Completion, Millis};
-use plugd_core::{Step, Trigger};
+use plugd_core::store::{Claim, Wake};
+use plugd_core::Trigger;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::advance::{AdvanceError, Advanced, Record};
 use crate::state::{now_ms, AppState};
 
 /// Most invocations claimed in one store operation.
 const BATCH: usize = 256;
-/// The longest sleep when nothing is due: a safety net, not a tick.
-const MAX_IDLE: Millis = 60_000;
 
 type Running = Arc<Mutex<HashMap<String, i64>>>;
 
@@ -63,17 +62,21 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
         if full {
             continue;
         }
-        let sleep_for = match state.store.next_due().await {
-            Ok(Some(at)) => (at - now_ms()).clamp(0, MAX_IDLE),
-            Ok(None) => MAX_IDLE,
+        // The longest sleep when nothing is due: a safety net, not a tick (short on a shared
+        // database, where a wake-up from another node may be lost).
+        let max_idle = state.store.max_idle();
+        let sleep_for = match state.store.next_due(now_ms()).await {
+            Ok(Some(due_in)) => due_in.min(max_idle),
+            Ok(None) => max_idle,
             Err(e) => {
                 tracing::error!("cannot read the next due time: {e}");
-                1_000
+                Duration::from_secs(1)
             }
         };
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(sleep_for as u64)) => {}
+            () = tokio::time::sleep(sleep_for) => {}
             () = state.wake_scheduler.notified() => {}
+            _ = state.store.woken(Wake::Invocations) => {}
             () = shutdown.cancelled() => break,
         }
     }
@@ -97,59 +100,25 @@ async fn shut_down(state: &AppState, mut tasks: JoinSet<()>, running: Running) {
 }
 
 async fn execute_claim(state: AppState, claim: Claim, _permit: OwnedSemaphorePermit, running: Running) {
-    let now = now_ms();
+    // The store's clock decides (on a shared database, every node's clock is the database's).
+    let now = claim.claimed_at;
     let trace_id = claim.stored.invocation.trace_id.clone();
     let attempt = claim.stored.attempt;
     if claim.trigger == Trigger::Poll {
         state.metrics.poll_lateness.observe(Duration::from_millis((now - claim.due_at).max(0) as u64));
     }
-    let consumed_callback = match &claim.trigger {
-        Trigger::Callback(callback) => Some(callback.id.clone()),
-        Trigger::Start | Trigger::Poll => None,
-    };
-    // The claim stays renewed until its result is written (copying reports can take a while).
+    // The claim stays renewed until its result is written (reading reports can take a while).
     let renewal = tokio::spawn(renew(state.clone(), trace_id.clone(), attempt));
-    let result = match state.config.limits().exceeded(&claim.stored, &claim.trigger, now) {
-        Some(err) => {
-            let invocation = &claim.stored.invocation;
-            let step = Step::fail(invocation.invoke_count, invocation.storage.clone(), invocation.outputs.clone(), err);
-            Ok((step, String::new()))
+    let limit = state.config.limits().exceeded(&claim.stored, &claim.trigger, now);
+    match state.advance(claim.stored.invocation, claim.trigger, limit, Record::Complete { attempt }).await {
+        Ok(Advanced::Recorded(_)) => {}
+        Ok(Advanced::Lost) => {
+            tracing::warn!(%trace_id, attempt, "the claim was lost (cancelled or leased to another run); result dropped");
         }
-        None => state.run_step(&claim.stored.invocation, claim.trigger.clone()).await,
-    };
-    match result {
-        Ok((mut step, logs)) => {
-            let finish_callback =
-                if step.state.is_final() { state.finish_callback_for(&claim.stored.invocation) } else { None };
-            let wake_outbox = finish_callback.is_some();
-            let reports = state.keep_reports(&trace_id, step.invoke_count, std::mem::take(&mut step.reports)).await;
-            let completion = Completion {
-                trace_id: trace_id.clone(),
-                attempt,
-                step,
-                now: now_ms(),
-                consumed_callback,
-                logs,
-                finish_callback,
-                reports,
-            };
-            match state.store.complete(completion).await {
-                Ok(true) => {
-                    if wake_outbox {
-                        state.wake_outbox.notify_one();
-                    }
-                    state.wake_scheduler.notify_one();
-                }
-                Ok(false) => {
-                    state.metrics.lost_claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(%trace_id, attempt, "the claim was lost (cancelled or leased to another run); result dropped");
-                }
-                Err(e) => {
-                    tracing::error!(%trace_id, "cannot record the execute: {e}; it runs again when its lease expires")
-                }
-            }
+        Err(AdvanceError::Store(e)) => {
+            tracing::error!(%trace_id, "cannot record the execute: {e}; it runs again when its lease expires")
         }
-        Err(e) => {
+        Err(AdvanceError::Step(e)) => {
             tracing::error!(%trace_id, "{e}");
             let _ = state.store.release(&trace_id, attempt, now_ms()).await;
         }
@@ -163,8 +132,7 @@ async fn renew(state: AppState, trace_id: String, attempt: i64) {
     let every = state.config.lease / 3;
     loop {
         tokio::time::sleep(every).await;
-        let until = millis_after(now_ms(), state.config.lease);
-        match state.store.renew(&trace_id, attempt, until).await {
+        match state.store.renew(&trace_id, attempt, now_ms(), state.config.lease).await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => tracing::warn!(%trace_id, "cannot renew the claim: {e}"),

@@ -5,7 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use plugd_core::store::{finish_callback_of, FinishCallback, Millis, Store};
+use plugd_core::store::{finish_callback_of, FinishCallback, Millis, ReportFile, Store};
 use plugd_core::{Executor, Invocation, Registry, SignedCallbacks, Step, StepError, Trigger};
 use plugd_sdk::ApiRoute;
 use tokio::sync::Notify;
@@ -38,7 +38,7 @@ pub(crate) struct Inner {
     pub(crate) wake_outbox: Notify,
     /// Plugin APIs by plugin name, newest version's routes first.
     pub(crate) api_routes: HashMap<String, Vec<ApiRoute>>,
-    /// Where report files are copied.
+    /// How report files are read.
     pub(crate) report_files: ReportFiles,
 }
 
@@ -74,11 +74,7 @@ impl AppState {
             wake_scheduler: Notify::new(),
             wake_outbox: Notify::new(),
             api_routes,
-            report_files: ReportFiles {
-                root: config.reports_dir.clone(),
-                workspace: config.workspace.clone(),
-                cap: config.max_report_bytes,
-            },
+            report_files: ReportFiles { workspace: config.workspace.clone(), cap: config.max_report_bytes },
         }))
     }
 
@@ -107,15 +103,15 @@ impl AppState {
         step.map(|step| (step, logs))
     }
 
-    /// Copies the files of an execute's reports and returns what the store keeps.
+    /// Reads the files of an execute's reports; returns what the store keeps of them.
     pub(crate) async fn keep_reports(
         &self,
         trace_id: &str,
         invoke_count: u32,
         reports: Vec<plugd_sdk::Report>,
-    ) -> Vec<serde_json::Value> {
+    ) -> (Vec<serde_json::Value>, Vec<ReportFile>) {
         if reports.is_empty() {
-            return Vec::new();
+            return Default::default();
         }
         let (files, trace_id) = (self.report_files.clone(), trace_id.to_owned());
         tokio::task::spawn_blocking(move || files.persist(&trace_id, invoke_count, &reports)).await.unwrap_or_default()

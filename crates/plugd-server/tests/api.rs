@@ -13,6 +13,9 @@ mod callbacks;
 // Every answer of every route against the OpenAPI document's statuses and schemas.
 #[path = "api/openapi.rs"]
 mod openapi;
+// The debug panel: its pages under a strict policy, history and the execute timeline.
+#[path = "api/panel.rs"]
+mod panel;
 
 use std::time::Duration;
 
@@ -104,11 +107,14 @@ async fn invoke_success_failure_and_bad_requests() {
     let (_, schedule) = server.get(&format!("/bk_plugin/schedule/{}", bad["trace_id"].as_str().unwrap())).await;
     assert_eq!(schedule["data"]["outputs"], json!({"err": err}));
 
-    let (status, body) = server.post("/bk_plugin/invoke/2.0.0", r#"{"inputs": {}}"#).await;
+    let (status, body) = server.post("/bk_plugin/invoke/2.0.0", r#"{"context": {}}"#).await;
     assert_eq!(
         (status, body),
-        (400, json!({"result": false, "data": null, "message": "输入不合法: context: This field is required."}))
+        (400, json!({"result": false, "data": null, "message": "输入不合法: inputs: This field is required."}))
     );
+    // A missing context is an empty one.
+    let (status, body) = server.post("/bk_plugin/invoke/2.0.0", r#"{"inputs": {"name": "y"}}"#).await;
+    assert_eq!((status, body["data"]["state"].clone()), (200, json!(4)));
     let (status, body) = server.post("/bk_plugin/invoke/2.0.0/", "{not json").await;
     assert_eq!(status, 400);
     assert!(body["message"].as_str().unwrap().starts_with("输入不合法: the request body is not valid JSON"));
@@ -121,7 +127,10 @@ async fn invoke_success_failure_and_bad_requests() {
     assert_eq!((status, body["result"].clone()), (404, json!(false)));
     let huge = json!({"inputs": {"name": "x".repeat(5000)}, "context": {}}).to_string();
     let (status, body) = server.post("/bk_plugin/invoke/2.0.0", &huge).await;
-    assert_eq!((status, body["message"].clone()), (413, json!("request body is too large")));
+    assert_eq!(
+        (status, body["message"].clone()),
+        (413, json!("request body is too large: the limit is 4096 bytes (--max-body)"))
+    );
     server.stop().await;
 }
 

@@ -19,6 +19,7 @@ mod health;
 mod migrations;
 mod ops;
 mod pool;
+mod transfer;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -26,8 +27,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plugd_core::store::{
-    CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, FinishCallback, Millis, NewInvocation, OutboxItem,
-    Store, StoreError, StoreErrorKind, StoreFuture, StoreStats, StoredInvocation,
+    CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, ExecuteRecord, FinishCallback, HistoryPage,
+    HistoryQuery, Millis, NewInvocation, OutboxItem, Store, StoreError, StoreErrorKind, StoreFuture, StoreInfo,
+    StoreStats, StoredInvocation,
 };
 use plugd_sdk::Callback;
 
@@ -137,6 +139,14 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn info(&self) -> StoreFuture<'_, StoreInfo> {
+        let location = self.path.display().to_string();
+        Box::pin(async move {
+            let schema_version = self.readers.run(ops::schema_version).await?;
+            Ok(StoreInfo { backend: "sqlite", location, schema_version })
+        })
+    }
+
     fn secret(&self, generate: Vec<u8>) -> StoreFuture<'_, Vec<u8>> {
         Box::pin(self.writer.run(move |c| ops::secret(c, generate)))
     }
@@ -160,14 +170,19 @@ impl Store for SqliteStore {
         Box::pin(self.readers.run(move |c| ops::reports(c, &trace_id)))
     }
 
+    fn report_file(&self, trace_id: &str, path: &str) -> StoreFuture<'_, Option<Vec<u8>>> {
+        let (trace_id, path) = (trace_id.to_owned(), path.to_owned());
+        Box::pin(self.readers.run(move |c| ops::report_file(c, &trace_id, &path)))
+    }
+
     fn claim(&self, now: Millis, limit: usize, owner: &str, lease: Duration) -> StoreFuture<'_, Vec<Claim>> {
         let owner = owner.to_owned();
         Box::pin(self.writer.run(move |c| ops::claim(c, now, limit, &owner, lease)))
     }
 
-    fn renew(&self, trace_id: &str, attempt: i64, until: Millis) -> StoreFuture<'_, bool> {
+    fn renew(&self, trace_id: &str, attempt: i64, now: Millis, lease: Duration) -> StoreFuture<'_, bool> {
         let trace_id = trace_id.to_owned();
-        Box::pin(self.writer.run(move |c| ops::renew(c, &trace_id, attempt, until)))
+        Box::pin(self.writer.run(move |c| ops::renew(c, &trace_id, attempt, now, lease)))
     }
 
     fn complete(&self, completion: Completion) -> StoreFuture<'_, bool> {
@@ -179,8 +194,8 @@ impl Store for SqliteStore {
         Box::pin(self.writer.run(move |c| ops::release(c, &trace_id, attempt, now)))
     }
 
-    fn next_due(&self) -> StoreFuture<'_, Option<Millis>> {
-        Box::pin(self.readers.run(ops::next_due))
+    fn next_due(&self, now: Millis) -> StoreFuture<'_, Option<Duration>> {
+        Box::pin(self.readers.run(move |c| ops::next_due(c, now)))
     }
 
     fn add_callback(&self, trace_id: &str, callback: Callback, now: Millis) -> StoreFuture<'_, CallbackReceipt> {
@@ -207,16 +222,25 @@ impl Store for SqliteStore {
         Box::pin(self.writer.run(move |c| ops::finish_delivery(c, id, &delivery, now)))
     }
 
-    fn next_outbox_due(&self) -> StoreFuture<'_, Option<Millis>> {
-        Box::pin(self.readers.run(ops::next_outbox_due))
+    fn next_outbox_due(&self, now: Millis) -> StoreFuture<'_, Option<Duration>> {
+        Box::pin(self.readers.run(move |c| ops::next_outbox_due(c, now)))
     }
 
-    fn purge_finished(&self, before: Millis, limit: usize) -> StoreFuture<'_, Vec<String>> {
-        Box::pin(self.writer.run(move |c| ops::purge_finished(c, before, limit)))
+    fn purge_finished(&self, now: Millis, keep: Duration, limit: usize) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(self.writer.run(move |c| ops::purge_finished(c, now, keep, limit)))
     }
 
     fn stats(&self, now: Millis) -> StoreFuture<'_, StoreStats> {
         Box::pin(self.readers.run(move |c| ops::stats(c, now)))
+    }
+
+    fn history(&self, query: HistoryQuery) -> StoreFuture<'_, HistoryPage> {
+        Box::pin(self.readers.run(move |c| ops::history(c, &query)))
+    }
+
+    fn executes(&self, trace_id: &str) -> StoreFuture<'_, Option<Vec<ExecuteRecord>>> {
+        let trace_id = trace_id.to_owned();
+        Box::pin(self.readers.run(move |c| ops::executes(c, &trace_id)))
     }
 
     /// Probes at most once a second; callers in between share the last result.

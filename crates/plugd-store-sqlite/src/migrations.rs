@@ -93,6 +93,30 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE invocations ADD COLUMN callback_deadline_at INTEGER;
     ALTER TABLE invocations ADD COLUMN callback_timeout_ms INTEGER;
     "#,
+    // 5: report files live in the database, so that whoever serves the API serves them.
+    r#"
+    CREATE TABLE report_files (
+        trace_id TEXT NOT NULL,
+        path TEXT NOT NULL,
+        content BLOB NOT NULL,
+        PRIMARY KEY (trace_id, path)
+    ) STRICT;
+    "#,
+    // 6: the debug panel: every execute (its timeline) and history by acceptance time.
+    r#"
+    CREATE TABLE executes (
+        trace_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        trigger TEXT NOT NULL,
+        invoke_count INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        duration_us INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        err TEXT,
+        PRIMARY KEY (trace_id, seq)
+    ) STRICT;
+    CREATE INDEX invocations_created ON invocations (created_at DESC, trace_id DESC);
+    "#,
 ];
 
 /// The schema version this build writes.

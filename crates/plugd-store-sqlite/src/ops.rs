@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use plugd_core::schedule::{self, ClaimDecision, Deadlines};
+use plugd_core::schedule::{self, ClaimDecision, Deadlines, Plan};
 use plugd_core::store::{
-    millis_after, CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, FinishCallback, Millis, NewInvocation,
-    OutboxItem, StoreError, StoreStats, StoredInvocation,
+    millis_after, until, CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, ExecuteRecord, FinishCallback,
+    HistoryPage, HistoryQuery, InvocationSummary, Millis, NewInvocation, OutboxItem, ReportFile, StoreError,
+    StoreStats, StoredInvocation,
 };
 use plugd_core::Invocation;
 use plugd_sdk::{Callback, State};
@@ -17,7 +18,7 @@ use crate::{data_error, sql_error};
 /// Logs of one invocation are cut at this size.
 const MAX_LOG_BYTES: i64 = 64 * 1024;
 
-const COLUMNS: &str = "trace_id, plugin, version, state, invoke_count, inputs, context, storage, outputs, err, \
+pub(crate) const COLUMNS: &str = "trace_id, plugin, version, state, invoke_count, inputs, context, storage, outputs, err, \
                        created_at, updated_at, finish_at, next_run_at, lease_owner, lease_expires_at, attempt, deadline_at, created_by, \
                        callback_deadline_at, callback_timeout_ms";
 
@@ -30,7 +31,7 @@ fn json_object(text: &str, column: &str) -> Res<Map<String, Value>> {
     }
 }
 
-fn read_row(row: &Row<'_>) -> rusqlite::Result<Res<StoredInvocation>> {
+pub(crate) fn read_row(row: &Row<'_>) -> rusqlite::Result<Res<StoredInvocation>> {
     let state_code: u8 = row.get(3)?;
     let inputs: String = row.get(5)?;
     let context: String = row.get(6)?;
@@ -158,31 +159,45 @@ fn has_pending_callbacks(conn: &Connection, trace_id: &str) -> Res<bool> {
         .map_err(sql_error)
 }
 
-/// When a pending invocation runs next ([`schedule::next_run_at`]), with what the database knows.
-fn next_run_at(
+/// The [`schedule::plan`] of an execute's result, with what the database knows (whether a
+/// callback posted early waits for it).
+fn plan(
     conn: &Connection,
     trace_id: &str,
     state: State,
-    poll_at: Option<Millis>,
-    deadlines: Deadlines,
+    poll_after: Option<Duration>,
+    callback_timeout: Option<Duration>,
+    deadline_at: Option<Millis>,
     now: Millis,
-) -> Res<Option<Millis>> {
+) -> Res<Plan> {
     let waiting = state == State::Callback && has_pending_callbacks(conn, trace_id)?;
-    Ok(schedule::next_run_at(state, poll_at, waiting, deadlines, now))
+    Ok(schedule::plan(state, poll_after, callback_timeout, deadline_at, waiting, now))
 }
 
-/// The end of a wait for a callback that starts `now`, and its length in milliseconds.
-fn callback_wait(state: State, timeout: Option<Duration>, now: Millis) -> (Option<Millis>, Option<i64>) {
-    match timeout {
-        Some(timeout) if state == State::Callback => {
-            (Some(millis_after(now, timeout)), Some(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)))
-        }
-        _ => (None, None),
+fn millis_of(d: Option<Duration>) -> Option<i64> {
+    d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn append_report_files(conn: &Connection, trace_id: &str, files: &[ReportFile]) -> Res<()> {
+    for file in files {
+        conn.prepare_cached(
+            "INSERT INTO report_files (trace_id, path, content) VALUES (?1, ?2, ?3)
+             ON CONFLICT (trace_id, path) DO UPDATE SET content = excluded.content",
+        )
+        .and_then(|mut s| s.execute(params![trace_id, file.path, file.content]))
+        .map_err(sql_error)?;
     }
+    Ok(())
+}
+
+pub(crate) fn report_file(conn: &Connection, trace_id: &str, path: &str) -> Res<Option<Vec<u8>>> {
+    conn.prepare_cached("SELECT content FROM report_files WHERE trace_id = ?1 AND path = ?2")
+        .and_then(|mut s| s.query_row([trace_id, path], |r| r.get(0)).optional())
+        .map_err(sql_error)
 }
 
 /// A JSON object as stored text, without copying it into a `Value` first.
-fn object_text(map: &Map<String, Value>) -> Res<String> {
+pub(crate) fn object_text(map: &Map<String, Value>) -> Res<String> {
     serde_json::to_string(map).map_err(data_error)
 }
 
@@ -198,10 +213,8 @@ fn enqueue(conn: &Connection, trace_id: &str, callback: &FinishCallback, now: Mi
 pub(crate) fn insert(conn: &Connection, new: &NewInvocation) -> Res<()> {
     let inv = &new.invocation;
     let state = inv.state;
-    let (callback_deadline_at, callback_timeout_ms) = callback_wait(state, new.callback_timeout, new.now);
-    let deadlines = Deadlines { invocation: new.deadline_at, callback: callback_deadline_at };
-    let next = next_run_at(conn, &inv.trace_id, state, new.next_run_at, deadlines, new.now)?;
-    let finish_at = state.is_final().then_some(new.now);
+    let deadline_at = schedule::deadline_at(new.now, new.deadline);
+    let plan = plan(conn, &inv.trace_id, state, new.poll_after, new.callback_timeout, deadline_at, new.now)?;
     let (storage, outputs) = (object_text(&inv.storage)?, object_text(&inv.outputs)?);
     conn.prepare_cached(&format!(
         "INSERT INTO invocations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, NULL, NULL, 0, ?14, ?15, ?16, ?17)"
@@ -219,17 +232,102 @@ pub(crate) fn insert(conn: &Connection, new: &NewInvocation) -> Res<()> {
             outputs,
             inv.err,
             new.now,
-            finish_at,
-            next,
-            new.deadline_at,
+            plan.finish_at,
+            plan.next_run_at,
+            deadline_at,
             new.created_by,
-            callback_deadline_at,
-            callback_timeout_ms,
+            plan.callback_deadline_at,
+            millis_of(plan.callback_timeout),
         ])
     })
     .map_err(sql_error)?;
     append_reports(conn, &inv.trace_id, &new.reports)?;
+    append_report_files(conn, &inv.trace_id, &new.report_files)?;
+    let execute = Execute { trigger: "start", invoke_count: inv.invoke_count, state, err: inv.err.as_deref() };
+    append_execute(conn, &inv.trace_id, &execute, new.now, new.duration)?;
     append_logs(conn, &inv.trace_id, &new.logs)
+}
+
+/// An execute as [`append_execute`] records it.
+struct Execute<'a> {
+    trigger: &'static str,
+    invoke_count: u32,
+    state: State,
+    err: Option<&'a str>,
+}
+
+/// Records an execute that ended at `now` after running `duration`.
+fn append_execute(conn: &Connection, trace_id: &str, e: &Execute<'_>, now: Millis, duration: Duration) -> Res<()> {
+    let micros = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX);
+    let started_at = now.saturating_sub(micros / 1000);
+    conn.prepare_cached(
+        "INSERT INTO executes (trace_id, seq, trigger, invoke_count, started_at, duration_us, state, err)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM executes WHERE trace_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![trace_id, e.trigger, e.invoke_count, started_at, micros, e.state.code(), e.err])
+    })
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+pub(crate) fn executes(conn: &Connection, trace_id: &str) -> Res<Option<Vec<ExecuteRecord>>> {
+    if !exists(conn, trace_id)? {
+        return Ok(None);
+    }
+    type Row = (String, u32, Millis, i64, u8, Option<String>);
+    let rows: Vec<Row> = conn
+        .prepare_cached(
+            "SELECT trigger, invoke_count, started_at, duration_us, state, err FROM executes
+             WHERE trace_id = ?1 ORDER BY seq",
+        )
+        .and_then(|mut s| {
+            s.query_map([trace_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+                .collect()
+        })
+        .map_err(sql_error)?;
+    rows.into_iter()
+        .map(|(trigger, invoke_count, started_at, micros, code, err)| {
+            let state = State::from_code(code).ok_or_else(|| data_error(format!("unknown state code {code}")))?;
+            let duration = Duration::from_micros(u64::try_from(micros).unwrap_or(0));
+            Ok(ExecuteRecord { trigger, invoke_count, started_at, duration, state, err })
+        })
+        .collect::<Res<Vec<_>>>()
+        .map(Some)
+}
+
+pub(crate) fn history(conn: &Connection, q: &HistoryQuery) -> Res<HistoryPage> {
+    // Each filter is `?n IS NULL OR column = ?n`: one cached statement serves every combination.
+    let filter = "(?1 IS NULL OR plugin = ?1) AND (?2 IS NULL OR version = ?2) AND (?3 IS NULL OR state = ?3)
+                  AND (?4 IS NULL OR created_by IS NULL OR created_by = ?4)";
+    let state = q.state.map(State::code);
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT COUNT(*) FROM invocations WHERE {filter}"))
+        .and_then(|mut s| s.query_row(params![q.plugin, q.version, state, q.created_by], |r| r.get(0)))
+        .map_err(sql_error)?;
+    type Row = (String, String, String, u8, u32, Option<String>, Millis, Option<Millis>);
+    let rows: Vec<Row> = conn
+        .prepare_cached(&format!(
+            "SELECT trace_id, plugin, version, state, invoke_count, err, created_at, finish_at FROM invocations
+             WHERE {filter} ORDER BY created_at DESC, trace_id DESC LIMIT ?5 OFFSET ?6"
+        ))
+        .and_then(|mut s| {
+            let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+            let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
+            s.query_map(params![q.plugin, q.version, state, q.created_by, limit, offset], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+            })?
+            .collect()
+        })
+        .map_err(sql_error)?;
+    let items = rows
+        .into_iter()
+        .map(|(trace_id, plugin, version, code, invoke_count, err, created_at, finish_at)| {
+            let state = State::from_code(code).ok_or_else(|| data_error(format!("unknown state code {code}")))?;
+            Ok(InvocationSummary { trace_id, plugin, version, state, invoke_count, err, created_at, finish_at })
+        })
+        .collect::<Res<Vec<_>>>()?;
+    Ok(HistoryPage { items, total: total.max(0) as u64 })
 }
 
 pub(crate) fn claim(conn: &Connection, now: Millis, limit: usize, owner: &str, lease: Duration) -> Res<Vec<Claim>> {
@@ -269,12 +367,13 @@ pub(crate) fn claim(conn: &Connection, now: Millis, limit: usize, owner: &str, l
             ))
             .map_err(sql_error)?;
         let stored = stmt.query_row(params![trace_id, owner, until], read_row).map_err(sql_error)??;
-        claims.push(Claim { stored, due_at, trigger });
+        claims.push(Claim { stored, due_at, claimed_at: now, trigger });
     }
     Ok(claims)
 }
 
-pub(crate) fn renew(conn: &Connection, trace_id: &str, attempt: i64, until: Millis) -> Res<bool> {
+pub(crate) fn renew(conn: &Connection, trace_id: &str, attempt: i64, now: Millis, lease: Duration) -> Res<bool> {
+    let until = millis_after(now, lease);
     let changed = conn
         .prepare_cached(
             "UPDATE invocations SET lease_expires_at = ?3, next_run_at = ?3
@@ -307,11 +406,7 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Res<bool> {
         .map_err(sql_error)?;
     }
     let step = &c.step;
-    let poll_at = step.poll_after.map(|d| millis_after(c.now, d));
-    let (callback_deadline_at, callback_timeout_ms) = callback_wait(step.state, step.callback_timeout, c.now);
-    let deadlines = Deadlines { invocation: deadline, callback: callback_deadline_at };
-    let next = next_run_at(conn, &c.trace_id, step.state, poll_at, deadlines, c.now)?;
-    let finish_at = step.state.is_final().then_some(c.now);
+    let plan = plan(conn, &c.trace_id, step.state, step.poll_after, step.callback_timeout, deadline, c.now)?;
     let (storage, outputs) = (object_text(&step.storage)?, object_text(&step.outputs)?);
     conn.prepare_cached(
         "UPDATE invocations SET state = ?3, invoke_count = ?4, storage = ?5, outputs = ?6, err = ?7, updated_at = ?8,
@@ -329,15 +424,19 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Res<bool> {
             outputs,
             step.err,
             c.now,
-            finish_at,
-            next,
-            callback_deadline_at,
-            callback_timeout_ms,
+            plan.finish_at,
+            plan.next_run_at,
+            plan.callback_deadline_at,
+            millis_of(plan.callback_timeout),
         ])
     })
     .map_err(sql_error)?;
     append_logs(conn, &c.trace_id, &c.logs)?;
     append_reports(conn, &c.trace_id, &c.reports)?;
+    append_report_files(conn, &c.trace_id, &c.report_files)?;
+    let trigger = if c.consumed_callback.is_some() { "callback" } else { "poll" };
+    let execute = Execute { trigger, invoke_count: step.invoke_count, state: step.state, err: step.err.as_deref() };
+    append_execute(conn, &c.trace_id, &execute, c.now, c.duration)?;
     if let Some(callback) = &c.finish_callback {
         enqueue(conn, &c.trace_id, callback, c.now)?;
     }
@@ -354,10 +453,12 @@ pub(crate) fn release(conn: &Connection, trace_id: &str, attempt: i64, now: Mill
     Ok(())
 }
 
-pub(crate) fn next_due(conn: &Connection) -> Res<Option<Millis>> {
-    conn.prepare_cached("SELECT MIN(next_run_at) FROM invocations WHERE next_run_at IS NOT NULL")
+pub(crate) fn next_due(conn: &Connection, now: Millis) -> Res<Option<Duration>> {
+    let at: Option<Millis> = conn
+        .prepare_cached("SELECT MIN(next_run_at) FROM invocations WHERE next_run_at IS NOT NULL")
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
-        .map_err(sql_error)
+        .map_err(sql_error)?;
+    Ok(at.map(|at| until(now, at)))
 }
 
 pub(crate) fn add_callback(
@@ -460,10 +561,10 @@ pub(crate) fn finish_delivery(conn: &Connection, id: i64, delivery: &Delivery, n
         Delivery::Delivered => {
             ("UPDATE outbox SET attempts = attempts + 1, delivered_at = ?3, last_error = ?2 WHERE id = ?1", None, now)
         }
-        Delivery::Retry { at, error } => (
+        Delivery::Retry { after, error } => (
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?2 WHERE id = ?1",
             Some(error),
-            *at,
+            millis_after(now, *after),
         ),
         Delivery::GaveUp { error } => (
             "UPDATE outbox SET attempts = attempts + 1, gave_up_at = ?3, last_error = ?2 WHERE id = ?1",
@@ -475,13 +576,16 @@ pub(crate) fn finish_delivery(conn: &Connection, id: i64, delivery: &Delivery, n
     Ok(())
 }
 
-pub(crate) fn next_outbox_due(conn: &Connection) -> Res<Option<Millis>> {
-    conn.prepare_cached("SELECT MIN(next_attempt_at) FROM outbox WHERE delivered_at IS NULL AND gave_up_at IS NULL")
+pub(crate) fn next_outbox_due(conn: &Connection, now: Millis) -> Res<Option<Duration>> {
+    let at: Option<Millis> = conn
+        .prepare_cached("SELECT MIN(next_attempt_at) FROM outbox WHERE delivered_at IS NULL AND gave_up_at IS NULL")
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
-        .map_err(sql_error)
+        .map_err(sql_error)?;
+    Ok(at.map(|at| until(now, at)))
 }
 
-pub(crate) fn purge_finished(conn: &Connection, before: Millis, limit: usize) -> Res<Vec<String>> {
+pub(crate) fn purge_finished(conn: &Connection, now: Millis, keep: Duration, limit: usize) -> Res<Vec<String>> {
+    let before = schedule::retention_cutoff(now, keep);
     let gone: Vec<String> = conn
         .prepare_cached(
             "DELETE FROM invocations WHERE trace_id IN (
@@ -494,7 +598,9 @@ pub(crate) fn purge_finished(conn: &Connection, before: Millis, limit: usize) ->
         for sql in [
             "DELETE FROM logs WHERE trace_id = ?1",
             "DELETE FROM reports WHERE trace_id = ?1",
+            "DELETE FROM report_files WHERE trace_id = ?1",
             "DELETE FROM callbacks WHERE trace_id = ?1",
+            "DELETE FROM executes WHERE trace_id = ?1",
             "DELETE FROM outbox WHERE trace_id = ?1 AND (delivered_at IS NOT NULL OR gave_up_at IS NOT NULL)",
         ] {
             conn.prepare_cached(sql).and_then(|mut s| s.execute([trace_id])).map_err(sql_error)?;
@@ -510,6 +616,10 @@ pub(crate) fn purge_finished(conn: &Connection, before: Millis, limit: usize) ->
     .map_err(sql_error)?;
     conn.execute_batch("PRAGMA incremental_vacuum(256)").map_err(sql_error)?;
     Ok(gone)
+}
+
+pub(crate) fn schema_version(conn: &Connection) -> Res<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql_error)
 }
 
 pub(crate) fn stats(conn: &Connection, now: Millis) -> Res<StoreStats> {

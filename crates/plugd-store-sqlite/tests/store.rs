@@ -1,10 +1,12 @@
-//! The SQLite store against a real database file.
+//! The SQLite store against a real database file, on the caller's clock (times chosen by each
+//! test); `conformance.rs` runs the cases every store shares, on real time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use plugd_core::store::{
-    CallbackReceipt, CancelOutcome, Completion, Delivery, FinishCallback, NewInvocation, Store, StoreErrorKind,
+    CallbackReceipt, CancelOutcome, Completion, Delivery, FinishCallback, HistoryQuery, NewInvocation, Store,
+    StoreErrorKind,
 };
 use plugd_core::{Invocation, Step, Trigger};
 use plugd_sdk::{Callback, State};
@@ -28,12 +30,14 @@ fn new(inv: &Invocation, now: i64, next_run_at: Option<i64>) -> NewInvocation {
     NewInvocation {
         invocation: inv.clone(),
         now,
-        next_run_at,
-        deadline_at: None,
+        poll_after: next_run_at.map(|at| Duration::from_millis((at - now) as u64)),
+        deadline: None,
         logs: "first\n".into(),
         reports: vec![json!({"description": "first"})],
+        report_files: Vec::new(),
         created_by: Some("bk_sops".into()),
         callback_timeout: None,
+        duration: Duration::from_millis(3),
     }
 }
 
@@ -60,6 +64,8 @@ fn completion(trace_id: &str, attempt: i64, step: Step, now: i64) -> Completion 
         logs: String::new(),
         finish_callback: None,
         reports: vec![json!({"description": "later"})],
+        report_files: Vec::new(),
+        duration: Duration::from_millis(5),
     }
 }
 
@@ -86,20 +92,20 @@ async fn polls_are_claimed_when_due_leased_and_fenced() {
     let store = open(&dir);
     let inv = invocation(State::Poll);
     store.insert(new(&inv, 1_000, Some(2_000))).await.unwrap();
-    assert_eq!(store.next_due().await.unwrap(), Some(2_000));
+    assert_eq!(store.next_due(1_000).await.unwrap(), Some(Duration::from_millis(1_000)));
     assert!(store.claim(1_999, 10, "a", LEASE).await.unwrap().is_empty(), "not due yet");
     let claims = store.claim(2_000, 10, "a", LEASE).await.unwrap();
     assert_eq!(claims.len(), 1);
     let claim = &claims[0];
     assert_eq!((claim.due_at, claim.stored.attempt, &claim.trigger), (2_000, 1, &Trigger::Poll));
     assert!(store.claim(3_000, 10, "b", LEASE).await.unwrap().is_empty(), "leased");
-    assert!(store.renew(&inv.trace_id, 1, 40_000).await.unwrap());
+    assert!(store.renew(&inv.trace_id, 1, 10_000, LEASE).await.unwrap());
 
     // The lease expires: another claimer takes over, and the first one's completion is refused.
     let taken = store.claim(40_000, 10, "b", LEASE).await.unwrap();
     assert_eq!(taken[0].stored.attempt, 2);
     assert!(!store.complete(completion(&inv.trace_id, 1, step(State::Success, 2, None), 40_001)).await.unwrap());
-    assert!(!store.renew(&inv.trace_id, 1, 90_000).await.unwrap());
+    assert!(!store.renew(&inv.trace_id, 1, 60_000, LEASE).await.unwrap());
     let poll_again = step(State::Poll, 2, Some(Duration::from_millis(500)));
     assert!(store.complete(completion(&inv.trace_id, 2, poll_again, 40_002)).await.unwrap());
     let stored = store.get(&inv.trace_id).await.unwrap().unwrap();
@@ -125,7 +131,7 @@ async fn callbacks_are_kept_even_before_the_invocation_commits_and_delivered_onc
     assert_eq!(store.add_callback(&inv.trace_id, early.clone(), 500).await.unwrap(), CallbackReceipt::Accepted);
     assert_eq!(store.add_callback(&inv.trace_id, early.clone(), 501).await.unwrap(), CallbackReceipt::AlreadyReceived);
     store.insert(new(&inv, 1_000, None)).await.unwrap();
-    assert_eq!(store.next_due().await.unwrap(), Some(1_000), "due as soon as its CALLBACK state commits");
+    assert_eq!(store.next_due(1_000).await.unwrap(), Some(Duration::ZERO), "due as soon as its CALLBACK state commits");
     let claim = store.claim(1_000, 10, "a", LEASE).await.unwrap().remove(0);
     assert_eq!(claim.trigger, Trigger::Callback(early.clone()));
 
@@ -154,7 +160,7 @@ async fn callbacks_are_kept_even_before_the_invocation_commits_and_delivered_onc
         store.add_callback(&inv.trace_id, after, 1_500).await.unwrap(),
         CallbackReceipt::Finished(State::Success)
     );
-    assert_eq!(store.next_due().await.unwrap(), None);
+    assert_eq!(store.next_due(1_500).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -175,7 +181,7 @@ async fn cancel_fails_pending_invocations_and_fences_running_executes() {
         CancelOutcome::AlreadyFinished(State::Fail)
     );
     assert_eq!(store.cancel("nope", "x", 1_300, None).await.unwrap(), CancelOutcome::NotFound);
-    assert_eq!(store.next_outbox_due().await.unwrap(), Some(1_100));
+    assert_eq!(store.next_outbox_due(1_000).await.unwrap(), Some(Duration::from_millis(100)));
 }
 
 #[tokio::test]
@@ -191,11 +197,14 @@ async fn the_outbox_retries_then_gives_up() {
     let item = store.claim_outbox(2_000, 10, LEASE).await.unwrap().remove(0);
     assert_eq!((item.attempts, item.callback.body.as_str()), (0, r#"{"k":1}"#));
     assert!(store.claim_outbox(2_001, 10, LEASE).await.unwrap().is_empty(), "leased");
-    store.finish_delivery(item.id, Delivery::Retry { at: 3_000, error: "refused".into() }, 2_002).await.unwrap();
+    store
+        .finish_delivery(item.id, Delivery::Retry { after: Duration::from_millis(998), error: "refused".into() }, 2_002)
+        .await
+        .unwrap();
     let item = store.claim_outbox(3_000, 10, LEASE).await.unwrap().remove(0);
     assert_eq!(item.attempts, 1);
     store.finish_delivery(item.id, Delivery::GaveUp { error: "refused".into() }, 3_001).await.unwrap();
-    assert_eq!(store.next_outbox_due().await.unwrap(), None);
+    assert_eq!(store.next_outbox_due(3_001).await.unwrap(), None);
     assert_eq!(store.stats(4_000).await.unwrap().outbox_pending, 0);
 }
 
@@ -207,8 +216,8 @@ async fn retention_purges_finished_invocations_only() {
     let pending = invocation(State::Poll);
     store.insert(new(&done, 1_000, None)).await.unwrap();
     store.insert(new(&pending, 1_000, Some(9_000))).await.unwrap();
-    assert!(store.purge_finished(1_000, 100).await.unwrap().is_empty());
-    assert_eq!(store.purge_finished(1_001, 100).await.unwrap(), std::slice::from_ref(&done.trace_id));
+    assert!(store.purge_finished(1_000, Duration::ZERO, 100).await.unwrap().is_empty());
+    assert_eq!(store.purge_finished(1_001, Duration::ZERO, 100).await.unwrap(), std::slice::from_ref(&done.trace_id));
     assert_eq!(store.reports(&done.trace_id).await.unwrap(), None);
     assert_eq!(store.get(&done.trace_id).await.unwrap(), None);
     assert_eq!(store.logs(&done.trace_id).await.unwrap(), None);
@@ -264,7 +273,7 @@ async fn a_wait_for_a_callback_comes_due_at_its_timeout() {
     let mut first = new(&inv, 1_000, None);
     first.callback_timeout = Some(Duration::from_millis(500));
     store.insert(first).await.unwrap();
-    assert_eq!(store.next_due().await.unwrap(), Some(1_500));
+    assert_eq!(store.next_due(1_000).await.unwrap(), Some(Duration::from_millis(500)));
     assert!(store.claim(1_499, 10, "a", LEASE).await.unwrap().is_empty());
     let claim = store.claim(1_500, 10, "a", LEASE).await.unwrap().remove(0);
     assert_eq!(claim.trigger, Trigger::Poll, "claimed to fail it");
@@ -277,4 +286,68 @@ async fn a_wait_for_a_callback_comes_due_at_its_timeout() {
         limits.exceeded(&claim.stored, &claim.trigger, 1_500).as_deref(),
         Some("plugin schedule failed: callback timeout after 500ms")
     );
+}
+
+#[tokio::test]
+async fn history_filters_and_pages_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let mut inv = invocation(if i % 5 == 0 { State::Fail } else { State::Success });
+        if i % 2 == 0 {
+            inv.version = "2.0.0".into();
+        }
+        store.insert(new(&inv, 1_000 + i, None)).await.unwrap();
+        ids.push(inv.trace_id);
+    }
+    let all = store.history(HistoryQuery { limit: 10, ..HistoryQuery::default() }).await.unwrap();
+    assert_eq!(all.total, 25);
+    assert_eq!(all.items.len(), 10);
+    assert_eq!(all.items[0].trace_id, ids[24], "newest first");
+    let last = store.history(HistoryQuery { limit: 10, offset: 20, ..HistoryQuery::default() }).await.unwrap();
+    assert_eq!(last.items.iter().map(|s| &s.trace_id).collect::<Vec<_>>(), ids[..5].iter().rev().collect::<Vec<_>>());
+    let failed = store
+        .history(HistoryQuery {
+            state: Some(State::Fail),
+            version: Some("2.0.0".into()),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.total, 3, "0, 10 and 20");
+    assert!(failed.items.iter().all(|s| s.state == State::Fail && s.version == "2.0.0"));
+    let other_plugin =
+        store.history(HistoryQuery { plugin: Some("hello".into()), limit: 50, ..Default::default() }).await.unwrap();
+    assert_eq!(other_plugin.total, 0);
+    let other_app =
+        store.history(HistoryQuery { created_by: Some("ci".into()), limit: 50, ..Default::default() }).await.unwrap();
+    assert_eq!(other_app.total, 0, "every invocation was created by bk_sops");
+}
+
+#[tokio::test]
+async fn executes_make_a_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let inv = invocation(State::Poll);
+    assert_eq!(store.executes(&inv.trace_id).await.unwrap(), None);
+    store.insert(new(&inv, 1_000, Some(2_000))).await.unwrap();
+    let claim = store.claim(2_000, 10, "a", LEASE).await.unwrap().remove(0);
+    assert!(store
+        .complete(completion(&inv.trace_id, claim.stored.attempt, step(State::Success, 2, None), 2_010))
+        .await
+        .unwrap());
+    let timeline = store.executes(&inv.trace_id).await.unwrap().unwrap();
+    assert_eq!(timeline.len(), 2);
+    assert_eq!((timeline[0].trigger.as_str(), timeline[0].invoke_count, timeline[0].state), ("start", 1, State::Poll));
+    assert_eq!((timeline[0].started_at, timeline[0].duration), (997, Duration::from_millis(3)));
+    assert_eq!(
+        (timeline[1].trigger.as_str(), timeline[1].invoke_count, timeline[1].state),
+        ("poll", 2, State::Success)
+    );
+    assert_eq!(timeline[1].started_at, 2_005);
+    // A lost claim records nothing.
+    assert!(!store.complete(completion(&inv.trace_id, 99, step(State::Fail, 3, None), 3_000)).await.unwrap());
+    assert_eq!(store.executes(&inv.trace_id).await.unwrap().unwrap().len(), 2);
 }

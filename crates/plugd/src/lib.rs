@@ -23,6 +23,7 @@ mod cli;
 pub mod exit;
 pub mod hooks;
 pub mod local;
+pub mod store;
 
 pub use plugd_core::{Executor, Invocation, Registry, RegistryBuilder};
 pub use plugd_plugins as plugins;

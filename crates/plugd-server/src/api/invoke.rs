@@ -6,25 +6,32 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use plugd_core::store::{millis_after, NewInvocation};
+use plugd_core::store::StoreErrorKind;
 use plugd_core::{new_trace_id, Invocation, Trigger};
 use plugd_sdk::State as InvocationState;
 use serde_json::{json, Value};
 
 use super::{body_error, fail, format_time, invalid_input, Scoped};
+use crate::advance::{AdvanceError, Advanced, Record};
 use crate::auth::{check_scope, Caller};
-use crate::state::{now_ms, AppState};
+use crate::state::AppState;
 
 pub(super) async fn meta(State(state): State<AppState>, scoped: Scoped) -> Response {
     let plugin = scoped.plugin.clone();
-    let description = state.registry.get(&plugin, None).map(|p| p.info.description.clone()).unwrap_or_default();
+    let newest = state.registry.get(&plugin, None).ok();
+    // A bk-plugin project describes itself as a whole (meta.py); other plugins by their newest version.
+    let description = newest
+        .as_ref()
+        .map(|p| p.plugin.plugin_description().unwrap_or_else(|| p.info.description.clone()))
+        .unwrap_or_default();
+    let language = newest.as_ref().map_or("rust", |p| p.plugin.language());
     let allow_scope = state.config.allow_scope.get(&plugin).cloned().unwrap_or_else(|| json!({}));
     Json(json!({
         "result": true,
         "data": {
             "code": plugin,
             "versions": state.registry.versions(&plugin),
-            "language": "rust",
+            "language": language,
             "description": description,
             "framework_version": concat!("plugd ", env!("CARGO_PKG_VERSION")),
             "runtime_version": env!("CARGO_PKG_VERSION"),
@@ -69,6 +76,8 @@ fn parse_invoke_body(body: &[u8]) -> Result<(Value, Value), Response> {
                 let kind = if other.is_null() { "null" } else { "not an object" };
                 return Err(invalid_input(&format!("{key}: expected a JSON object, got {kind}"), None));
             }
+            // No caller depends on the framework's 400 for a missing context: it is empty.
+            None if key == "context" => fields.push(Value::Object(Default::default())),
             None => return Err(invalid_input(&format!("{key}: This field is required."), None)),
         }
     }
@@ -110,42 +119,25 @@ pub(super) async fn invoke(
         tracing::error!(%trace_id, "invoke failed: {e}");
         fail(StatusCode::OK, &format!("executor execute raise error: {e}"), Some(&trace_id))
     };
-    let (step, logs) = match state.run_step(&invocation, Trigger::Start).await {
-        Ok(done) => done,
+    // Accepted only once recorded: a crash before the insert commits loses nothing the caller was told.
+    let record = Record::Insert { created_by: caller.app_code };
+    let invocation = match state.advance(invocation, Trigger::Start, None, record).await {
+        Ok(Advanced::Recorded(invocation)) => invocation,
+        Ok(Advanced::Lost) => return executor_error(&"the invocation was not recorded"),
+        Err(AdvanceError::Store(e)) if e.kind == StoreErrorKind::Unavailable => {
+            tracing::error!(%trace_id, "invoke not recorded: {e}");
+            let message = format!("the store is unavailable, nothing was recorded; retry later: {}", e.message);
+            return fail(StatusCode::SERVICE_UNAVAILABLE, &message, Some(&trace_id));
+        }
         Err(e) => return executor_error(&e),
     };
-    let now = now_ms();
-    let next_run_at = step.poll_after.map(|after| millis_after(now, after));
-    let callback_timeout = step.callback_timeout;
-    invocation.apply(step);
-    let deadline_at = state.config.deadline.map(|d| millis_after(now, d));
-    let reports = state.keep_reports(&trace_id, invocation.invoke_count, invocation.reports.clone()).await;
-    let reply = json!({
+    Json(json!({
         "result": true,
         "data": {"outputs": wire_outputs(&invocation), "state": invocation.state.code(), "err": invocation.err},
         "message": "success",
         "trace_id": trace_id,
-    });
-    let waits = !invocation.state.is_final();
-    let new = NewInvocation {
-        invocation,
-        now,
-        next_run_at,
-        deadline_at,
-        logs,
-        reports,
-        created_by: caller.app_code,
-        callback_timeout,
-    };
-    // Accepted only once recorded: a crash before this line loses nothing the caller was told.
-    if let Err(e) = state.store.insert(new).await {
-        return executor_error(&e);
-    }
-    state.metrics.invokes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if waits {
-        state.wake_scheduler.notify_one();
-    }
-    Json(reply).into_response()
+    }))
+    .into_response()
 }
 
 pub(super) async fn schedule(State(state): State<AppState>, scoped: Scoped) -> Response {

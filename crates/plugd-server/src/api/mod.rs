@@ -7,6 +7,7 @@
 mod callback;
 mod invoke;
 mod ops;
+mod panel;
 mod plugin_api;
 mod reports;
 
@@ -66,12 +67,47 @@ pub(crate) const BK_ROUTES: &[(&str, &str, Access)] = &[
     ("post", "/plugin_api/{*path}", Access::Authenticated),
 ];
 
+/// The debug panel's own API (see `panel`), for the router and the OpenAPI document: method, path,
+/// access. Its pages and files (`/`, `/ui/`, `/ui/{file}`) are open and not listed.
+pub(crate) const PANEL_ROUTES: &[(&str, &str, Access)] = &[
+    ("get", "/ui/api/plugins", Access::Open),
+    ("get", "/ui/api/forms/{plugin}/{version}", Access::Open),
+    ("get", "/ui/api/invocations", Access::Authenticated),
+    ("get", "/ui/api/invocations/{trace_id}", Access::Authenticated),
+];
+
+/// The debug panel: its pages and files, and its API.
+fn panel_routes(state: &AppState) -> Router<AppState> {
+    let mut open = Router::new()
+        .route("/", get(panel::index))
+        .route("/ui", get(panel::index))
+        .route("/ui/", get(panel::index))
+        .route("/ui/{file}", get(panel::asset));
+    let mut protected = Router::new();
+    for (method, path, access) in PANEL_ROUTES {
+        let route = match (*method, *path) {
+            ("get", "/ui/api/plugins") => get(panel::plugins),
+            ("get", "/ui/api/forms/{plugin}/{version}") => get(panel::form),
+            ("get", "/ui/api/invocations") => get(panel::history),
+            ("get", "/ui/api/invocations/{trace_id}") => get(panel::invocation),
+            _ => unreachable!("every route in PANEL_ROUTES has a handler"),
+        };
+        if access.is_protected(&state.config) {
+            protected = protected.route(path, route);
+        } else {
+            open = open.route(path, route);
+        }
+    }
+    open.merge(protected.route_layer(from_fn_with_state(state.clone(), authenticate)))
+}
+
 /// The whole application.
 pub(crate) fn router(state: AppState) -> Router {
     let bk = bk_routes(&state);
     Router::new()
         .nest("/bk_plugin", bk.clone())
         .nest("/plugins/{plugin}/bk_plugin", bk)
+        .merge(panel_routes(&state))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/openapi.json", get(ops::openapi))

@@ -21,7 +21,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
 /// Ready when the store answers reads and takes writes (a full disk or a read-only database is not
 /// ready: every invoke would fail).
 pub(super) async fn healthz(State(state): State<AppState>) -> Response {
-    let checked = match state.store.next_due().await {
+    let checked = match state.store.next_due(now_ms()).await {
         Ok(_) => state.store.check_writable().await,
         Err(e) => Err(e),
     };

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use plugd_core::new_trace_id;
-use plugd_sdk::{ApiMethod, ApiRequest, ApiRoute};
+use plugd_sdk::{ApiError, ApiMethod, ApiReply, ApiRequest, ApiRoute};
 use serde_json::{json, Map, Value};
 
 use super::{body_error, fail, invalid_input, Scoped};
@@ -36,14 +36,12 @@ pub(super) async fn direct(
     let plugin = scoped.plugin.clone();
     let path = scoped.param("path").trim_matches('/');
     let api_method = if method == Method::POST { ApiMethod::Post } else { ApiMethod::Get };
-    let Some(route) = find(&state, &plugin, api_method, path) else {
-        return fail(StatusCode::NOT_FOUND, &format!("404 error: {PREFIX}{path}"), None);
-    };
+    let route = find(&state, &plugin, api_method, path);
     let body = match body {
         Ok(body) if body.is_empty() => Value::Null,
         Ok(body) => match serde_json::from_slice(&body) {
             Ok(value) => value,
-            Err(e) => return invalid_input(&format!("the body is not valid JSON: {e}"), None),
+            Err(e) => return fail(StatusCode::BAD_REQUEST, &format!("the body is not valid JSON: {e}"), None),
         },
         Err(rejection) => return body_error(rejection),
     };
@@ -56,13 +54,32 @@ pub(super) async fn direct(
         username: caller.username,
         headers: readable_headers(&headers),
     };
-    match route.call(request).await {
-        Ok(reply) => Json(reply).into_response(),
+    let not_found = || fail(StatusCode::NOT_FOUND, &format!("404 error: {PREFIX}{path}"), None);
+    let reply = match route {
+        Some(route) => route.call(request).await.map(|body| ApiReply { status: 200, body }),
+        None => match by_path(&state, &plugin, request).await {
+            Some(reply) => reply,
+            None => return not_found(),
+        },
+    };
+    match reply {
+        Ok(reply) => {
+            let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, Json(reply.body)).into_response()
+        }
         Err(e) => {
             let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             fail(status, &e.message, None)
         }
     }
+}
+
+/// A call no route takes, for the newest version of `plugin` to answer by its path (a bk-plugin
+/// project's own URL patterns); `None` when it answers none that way, or has nothing at that path.
+async fn by_path(state: &AppState, plugin: &str, request: ApiRequest) -> Option<Result<ApiReply, ApiError>> {
+    let newest = state.registry.get(plugin, None).ok()?;
+    let reply = newest.plugin.call_api(request)?.await;
+    reply.as_ref().err().is_none_or(|e| e.status != 404).then_some(reply)
 }
 
 /// `POST plugin_api_dispatch` with `{url, method, username, data, dumped_data}`.
@@ -113,9 +130,8 @@ pub(super) async fn dispatch(
     }
     let (path, url_query) = rest.split_once('?').unwrap_or((rest, ""));
     let path = path.trim_matches('/');
-    let Some(route) = find(&state, &plugin, method, path) else {
-        return fail(StatusCode::NOT_FOUND, &format!("404 error: {url}"), Some(&trace_id));
-    };
+    let route = find(&state, &plugin, method, path);
+    let not_found = || fail(StatusCode::NOT_FOUND, &format!("404 error: {url}"), Some(&trace_id));
     let username = request.get("username").and_then(Value::as_str).map(str::to_owned).or(caller.username);
     // As Django's RequestFactory builds the request: a GET's `data` replaces the url's query unless
     // it is empty; a POST keeps the url's query and sends `data` as its body.
@@ -126,11 +142,20 @@ pub(super) async fn dispatch(
     };
     let api_request =
         ApiRequest { method, path: path.to_owned(), query, body, username, headers: readable_headers(&headers) };
-    match route.call(api_request).await {
-        Ok(reply) => {
-            Json(json!({"result": true, "data": reply, "message": "success", "trace_id": trace_id})).into_response()
-        }
+    let (reply, routed) = match route {
+        Some(route) => (route.call(api_request).await.map(|body| ApiReply { status: 200, body }), true),
+        None => match by_path(&state, &plugin, api_request).await {
+            Some(reply) => (reply, false),
+            None => return not_found(),
+        },
+    };
+    // As the Python framework does, the view's data is wrapped whatever status it answered with.
+    match reply {
+        Ok(reply) => Json(json!({"result": true, "data": reply.body, "message": "success", "trace_id": trace_id}))
+            .into_response(),
         Err(e) if e.status == 400 => invalid(&e.message),
+        // Views that cannot be served here (Django missing) say so plainly.
+        Err(e) if e.status == 501 && !routed => fail(StatusCode::NOT_IMPLEMENTED, &e.message, Some(&trace_id)),
         Err(e) => {
             let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             fail(status, &format!("unknow error, please contact plugin developers: {}", e.message), Some(&trace_id))

@@ -7,7 +7,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{fail, Scoped};
-use crate::reports::{content_type, CONTENT_SECURITY_POLICY};
+use crate::reports::{content_type, stored_path, CONTENT_SECURITY_POLICY};
 use crate::state::AppState;
 
 pub(super) async fn list(State(state): State<AppState>, scoped: Scoped) -> Response {
@@ -42,19 +42,20 @@ pub(super) async fn file(State(state): State<AppState>, scoped: Scoped) -> Respo
     if !matches!(scoped.invocation(&state, trace_id).await, Ok(Some(_))) {
         return missing();
     }
-    let Some(path) = state.report_files.file(trace_id, scoped.param("path")) else {
+    let Some(path) = stored_path(scoped.param("path")) else {
         return missing();
     };
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => (
+    match state.store.report_file(trace_id, &path).await {
+        Ok(Some(bytes)) => (
             [
-                (header::CONTENT_TYPE, content_type(&path)),
+                (header::CONTENT_TYPE, content_type(std::path::Path::new(&path))),
                 (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
                 (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             ],
             bytes,
         )
             .into_response(),
-        Err(_) => missing(),
+        Ok(None) => missing(),
+        Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, &format!("report read error: {e}"), None),
     }
 }

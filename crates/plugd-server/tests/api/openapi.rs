@@ -44,7 +44,7 @@ fn matches(template: &str, concrete: &str) -> bool {
 
 /// Checks an answer against the document: the status is listed (or `default` is), and a JSON body
 /// matches the listed schema.
-fn check(document: &Value, method: &str, path: &str, status: u16, body: &Value) {
+pub(crate) fn check(document: &Value, method: &str, path: &str, status: u16, body: &Value) {
     let components = document["components"]["schemas"].as_object().unwrap();
     let operation = document["paths"]
         .as_object()

@@ -53,7 +53,6 @@ impl TestServer {
         let mut config = ServerConfig::new(address);
         config.default_plugin = Some("hello".into());
         config.finish_callback_backoff = Duration::from_millis(50);
-        config.reports_dir = dir.path().join("reports");
         configure(&mut config);
         let registry = Arc::new(plugins.build().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();

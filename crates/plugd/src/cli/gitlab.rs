@@ -108,13 +108,17 @@ type Projects = Vec<(String, String)>;
 
 /// The config, the projects, and a client.
 fn setup(common: &Common) -> CliResult<(GitlabConfig, Projects, Client)> {
-    let (config, _) = GitlabConfig::find(common.config.as_deref()).map_err(usage)?;
+    let (config, found) = GitlabConfig::find(common.config.as_deref()).map_err(usage)?;
+    // Without a config file there are no groups, and no URL unless --url gives one: say why.
+    let not_found = "./plugd-gitlab.yaml not found (write one, or give --config FILE)";
+    if found.is_none() && !common.groups.is_empty() {
+        return Err(usage(format!("{not_found}: --group {} needs the groups it declares", common.groups.join(","))));
+    }
     let projects = config.resolve(&common.projects, &common.groups).map_err(usage)?;
-    let url = common
-        .url
-        .clone()
-        .or_else(|| config.url.clone())
-        .ok_or_else(|| usage("no GitLab URL: give --url or url: in plugd-gitlab.yaml"))?;
+    let url = common.url.clone().or_else(|| config.url.clone()).ok_or_else(|| match found {
+        Some(path) => usage(format!("no GitLab URL: give --url or url: in {}", path.display())),
+        None => usage(format!("no GitLab URL: give --url, or url: in a config file; {not_found}")),
+    })?;
     let token = match &common.token_file {
         Some(path) => std::fs::read_to_string(path)
             .map(|t| t.trim().to_owned())

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::progress::Progress;
 use super::{runtime, CliError, CliResult};
-use crate::hooks::{check_stage, run_stage, HooksFile, Scope, StageReport, TemplateValues};
+use crate::hooks::{check_stage, run_stage, HooksFile, PlannedStep, Scope, StageReport, TemplateValues};
 use crate::local::LocalRunner;
 
 #[cfg(test)]
@@ -50,6 +50,11 @@ enum HooksCommand {
     Check {
         #[command(flatten)]
         file: FileArgs,
+        /// A template value the runs will give (package.KEY=VALUE or release.KEY=VALUE; repeatable):
+        /// templates may use package.name, version, qualified_name and uri, the release's message,
+        /// previous_version and changelog, and what is set here.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
 }
 
@@ -91,28 +96,30 @@ fn values(set: &[String]) -> CliResult<TemplateValues> {
 }
 
 fn load(builder: RegistryBuilder, file: &FileArgs) -> CliResult<(HooksFile, std::sync::Arc<plugd_core::Registry>)> {
-    let options = super::plugins::process_options(true, file.plugin_user.as_deref())?;
+    let options = super::plugins::process_options(super::plugins::RunFor::User, file.plugin_user.as_deref())?;
     let registry = super::plugins::build(super::plugins::with_installed(builder, &options))?;
     let hooks = HooksFile::load(&file.config, &registry).map_err(|e| CliError::Usage(e.to_string()))?;
     Ok((hooks, registry))
 }
 
-fn print_plan(hooks: &HooksFile, only: Option<&str>, values: Option<&TemplateValues>) {
-    let renderer = values.map(|values| values.renderer(Scope::DryRun));
+/// Each stage and step; with `rendered`, the inputs as rendered (a dry run), else as written.
+fn print_plan(hooks: &HooksFile, only: Option<&str>, rendered: Option<&[PlannedStep<'_>]>) {
     for stage in &hooks.stages {
         if only.is_some_and(|s| s != stage.name) {
+            continue;
+        }
+        if stage.steps.is_empty() {
+            println!("{}: no steps", stage.name);
             continue;
         }
         println!("{}:", stage.name);
         for step in &stage.steps {
             let flags = format!("cancel_on_error={} stop_on_error={}", step.cancel_on_error, step.stop_on_error);
             println!("  - {} (uses {}; {flags})", step.name, step.uses);
-            let with = Value::Object(step.with.clone());
-            let with = match &renderer {
-                Some(renderer) => renderer.render(&with).unwrap_or_else(Value::String),
-                None => with,
-            };
-            println!("      with: {}", hide_url_passwords(&with.to_string()));
+            let with = rendered
+                .and_then(|planned| planned.iter().find(|p| std::ptr::eq(p.step, step)))
+                .map_or_else(|| step.with.clone(), |p| p.with.clone());
+            println!("      with: {}", hide_url_passwords(&Value::Object(with).to_string()));
         }
     }
 }
@@ -160,8 +167,10 @@ fn print_summary(report: &StageReport) {
 
 pub(crate) fn hooks(builder: RegistryBuilder, args: HooksArgs) -> CliResult {
     match args.command {
-        HooksCommand::Check { file } => {
+        HooksCommand::Check { file, set } => {
+            let values = values(&set)?;
             let (hooks, _) = load(builder, &file)?;
+            hooks.plan(None, &values, Scope::Check).map_err(|e| CliError::Usage(e.to_string()))?;
             println!("{}: ok", file.config.display());
             print_plan(&hooks, None, None);
             Ok(ExitCode::SUCCESS)
@@ -170,8 +179,16 @@ pub(crate) fn hooks(builder: RegistryBuilder, args: HooksArgs) -> CliResult {
             check_stage(&stage).map_err(CliError::Usage)?;
             let values = values(&set)?;
             let (hooks, registry) = load(builder, &file)?;
+            // Every step's templates, rendered as far as they can be before the run: a misspelt
+            // variable or a value not given stops the stage before its first step.
+            let planned =
+                hooks.plan(Some(&stage), &values, Scope::DryRun).map_err(|e| CliError::Usage(e.to_string()))?;
+            if planned.is_empty() {
+                println!("{stage}: no steps in {}; nothing to run", file.config.display());
+                return Ok(ExitCode::SUCCESS);
+            }
             if dry_run {
-                print_plan(&hooks, Some(&stage), Some(&values));
+                print_plan(&hooks, Some(&stage), Some(planned.as_slice()));
                 return Ok(ExitCode::SUCCESS);
             }
             let report = runtime()?.block_on(async {

@@ -1,7 +1,9 @@
 //! The `plugd` command line: clap arguments, then one small function per command.
 
 mod apigw;
+mod db;
 mod describe;
+mod dev;
 mod gitlab;
 mod home;
 mod hooks;
@@ -29,6 +31,9 @@ struct Args {
     /// Debug logs tagged with the trace_id (also PLUGD_DEBUG=1).
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// The Python interpreter of bk-plugin projects that have no .venv/ (also PLUGD_PYTHON).
+    #[arg(long, global = true, value_name = "PATH")]
+    python: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,6 +61,11 @@ enum Command {
     },
     /// Serve the bk-plugin HTTP API, durable on an embedded SQLite database.
     Serve(Box<serve::ServeArgs>),
+    /// Move a service's database between backends (`db copy`) and show what one holds (`db status`).
+    Db(db::DbArgs),
+    /// Try plugins in the browser: serve PLUGIN_FOLDERs and the built-in plugins on loopback, on a
+    /// temporary database, and print the debug panel's URL.
+    Dev(dev::DevArgs),
     /// Install a plugin folder or .tar.gz archive into $PLUGD_HOME/plugins/<id>/<version>/.
     Install {
         /// A folder with plugin.yaml or qciplugin.yml, or a .tar.gz of one.
@@ -63,10 +73,14 @@ enum Command {
         /// Replace an installed copy of the same version.
         #[arg(long)]
         force: bool,
+        /// The plugin code of a bk-plugin project (default: app_desc.yml's app_code, else the
+        /// folder's name).
+        #[arg(long, value_name = "CODE")]
+        name: Option<String>,
     },
     /// Remove an installed plugin version.
     Uninstall {
-        /// `<id>@<version>`.
+        /// `<id>@<version>`, or `<id>` when one version is installed.
         plugin: String,
     },
     /// Create a working plugin project.
@@ -113,8 +127,11 @@ pub(crate) fn main(plugins: RegistryBuilder, argv: impl IntoIterator<Item = OsSt
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::SUCCESS });
         }
     };
+    if let Some(python) = &args.python {
+        let _ = plugins::PYTHON.set(python.clone());
+    }
     // `plugd run` and `plugd serve` start logging themselves.
-    if !matches!(args.command, Command::Run(_) | Command::Serve(_)) {
+    if !matches!(args.command, Command::Run(_) | Command::Serve(_) | Command::Dev(_)) {
         init_logging(args.verbose);
     }
     let quiet = plugd_process::ProcessOptions::default();
@@ -130,7 +147,9 @@ pub(crate) fn main(plugins: RegistryBuilder, argv: impl IntoIterator<Item = OsSt
             describe::describe(&registry, &spec, json)
         })(),
         Command::Serve(serve_args) => serve::serve(plugins, *serve_args, args.verbose),
-        Command::Install { source, force } => home::install(plugins, &source, force),
+        Command::Dev(dev_args) => dev::dev(plugins, dev_args, args.verbose),
+        Command::Db(db_args) => db::db(db_args),
+        Command::Install { source, force, name } => home::install(plugins, &source, force, name),
         Command::Uninstall { plugin } => home::uninstall(&plugin),
         Command::New(new_args) => home::new(new_args),
         Command::Hooks(hooks_args) => hooks::hooks(plugins, hooks_args),
@@ -161,7 +180,15 @@ pub(crate) fn init_logging_with(verbose: bool, level: &str, capture: Option<plug
     use tracing_subscriber::{filter::LevelFilter, EnvFilter, Layer};
     let debug = verbose || std::env::var("PLUGD_DEBUG").is_ok_and(|v| !v.is_empty() && v != "0");
     let level = if debug { "debug" } else { level };
-    let crates = ["plugd", "plugd_core", "plugd_sdk", "plugd_plugins", "plugd_server", "plugd_store_sqlite"];
+    let crates = [
+        "plugd",
+        "plugd_core",
+        "plugd_sdk",
+        "plugd_plugins",
+        "plugd_server",
+        "plugd_store_sqlite",
+        "plugd_store_postgres",
+    ];
     let default: Vec<String> =
         std::iter::once("warn".to_owned()).chain(crates.iter().map(|c| format!("{c}={level}"))).collect();
     let filter = EnvFilter::try_from_env("PLUGD_LOG").unwrap_or_else(|_| EnvFilter::new(default.join(",")));

@@ -66,7 +66,10 @@ impl RunObserver for Progress {
         self.line(&format!("CALLBACK · invoke_count {} · waiting for a callback", invocation.invoke_count));
         for callback in callbacks {
             self.line(&format!("  callback url: {}", callback.url));
-            self.line(&format!("  curl -X POST -H 'Content-Type: application/json' -d '{{}}' '{}'", callback.url));
+            let body = callback.example.as_ref().map_or_else(|| "{}".to_owned(), |example| example.to_string());
+            // Single quotes cannot appear inside a single-quoted shell word: close, escape, reopen.
+            let body = body.replace('\'', "'\\''");
+            self.line(&format!("  curl -X POST -H 'Content-Type: application/json' -d '{body}' '{}'", callback.url));
         }
         self.status(format!("CALLBACK · invoke_count {} · waiting for a callback", invocation.invoke_count));
     }

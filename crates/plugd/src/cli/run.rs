@@ -91,7 +91,7 @@ pub(crate) fn run(plugins: RegistryBuilder, args: RunArgs, verbose: bool) -> Cli
     };
     // Process plugins show their output as it comes.
     let plugin_user = std::env::var("PLUGD_PLUGIN_USER").ok().filter(|user| !user.is_empty());
-    let options = super::plugins::process_options(true, plugin_user.as_deref())?;
+    let options = super::plugins::process_options(super::plugins::RunFor::User, plugin_user.as_deref())?;
     let (registry, spec, folder) = super::plugins::for_spec(plugins, &spec, &options)?;
     let plugin = lookup(&registry, &spec)?;
     let input_fields = fields(&plugin.schemas.inputs);
@@ -140,7 +140,7 @@ fn run_invocation(
     registry: Arc<Registry>,
     mut invocation: Invocation,
     options: &RunOptions,
-    folder: Option<Arc<plugd_process::ProcessPlugin>>,
+    folder: Option<plugd_process::Folder>,
 ) -> CliResult {
     let started = Instant::now();
     let timed_out = runtime()?.block_on(async {
@@ -228,8 +228,9 @@ fn input_command(plugin: &RegisteredPlugin, input_fields: &[Field]) -> Command {
         arg = match &field.kind {
             // `--flag`, `--flag=false`, and `--flag true` (the qci-plugin form).
             Kind::Boolean => arg.num_args(0..=1).default_missing_value("true"),
-            Kind::Array(_) => arg.action(ArgAction::Append),
-            _ => arg.action(ArgAction::Set),
+            // `--from -1` is a value (no input flag looks like a number): validation judges it.
+            Kind::Array(_) => arg.action(ArgAction::Append).allow_negative_numbers(true),
+            _ => arg.action(ArgAction::Set).allow_negative_numbers(true),
         };
         if let Some(choices) = &field.choices {
             let names: Vec<String> = choices.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect();

@@ -1,17 +1,20 @@
-//! `plugd serve`: the bk-plugin HTTP API on an embedded SQLite database.
+//! `plugd serve`: the bk-plugin HTTP API on an embedded SQLite database, or on PostgreSQL shared by
+//! several nodes.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use plugd_core::RegistryBuilder;
 use plugd_server::{AuthConfig, LogCapture, ServerConfig};
-use plugd_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use plugd_store_postgres::PgOptions;
+use plugd_store_sqlite::{SqliteOptions, Synchronous};
+
+use crate::store::{open_store, DbUrl, OpenError, StoreOptions};
 use serde_json::Value;
 
 use super::{parse_duration, parse_positive_duration, CliError, CliResult};
@@ -22,9 +25,17 @@ pub(crate) struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "PLUGD_LISTEN", default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
-    /// The database.
-    #[arg(long, env = "PLUGD_DB", default_value = "sqlite://./plugd.db")]
+    /// The database: sqlite://PATH (one node), or postgres://USER:PASSWORD@HOST:PORT/DB[?sslmode=require|verify-full]
+    /// shared by any number of nodes.
+    #[arg(long, env = "PLUGD_DB", default_value = "sqlite://./plugd.db", hide_env_values = true)]
     db: String,
+    /// PostgreSQL: connections in each node's pool.
+    #[arg(long, env = "PLUGD_DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    db_pool_size: u32,
+    /// PostgreSQL: how long an operation may take (a connection included) before the request that
+    /// needs it is answered 503.
+    #[arg(long, env = "PLUGD_DB_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    db_timeout: Duration,
     /// The URL callers reach this server at (callback URLs start with it) [default: http://<listen>].
     #[arg(long, env = "PLUGD_PUBLIC_URL")]
     public_url: Option<String>,
@@ -112,9 +123,6 @@ pub(crate) struct ServeArgs {
     /// [default: <database>-workspace next to the database]; it must not hold plugd's own files.
     #[arg(long, env = "PLUGD_WORKSPACE", value_name = "DIR")]
     workspace: Option<PathBuf>,
-    /// Where report files are kept [default: <database>-reports next to the database].
-    #[arg(long, env = "PLUGD_REPORTS_DIR")]
-    reports_dir: Option<PathBuf>,
     /// A file holding the callback signing secret (also PLUGD_CALLBACK_SECRET) [default: generated, kept in the database].
     #[arg(long, env = "PLUGD_CALLBACK_SECRET_FILE")]
     callback_secret_file: Option<PathBuf>,
@@ -246,9 +254,9 @@ fn disabled_plugins(enabled: &[String]) -> CliResult<Vec<&'static str>> {
     Ok(crate::SERVE_OPT_IN.iter().copied().filter(|name| !enabled.iter().any(|e| e == name)).collect())
 }
 
-/// The files that hold plugd's secrets and state: the database, its reports, credentials.
-fn own_files(args: &ServeArgs, database: &Path, reports_dir: &Path) -> Vec<PathBuf> {
-    let mut files = vec![database.to_owned(), reports_dir.to_owned()];
+/// The files that hold plugd's secrets and state: the database (report files are in it), credentials.
+fn own_files(args: &ServeArgs, database: Option<&Path>) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = database.into_iter().map(Path::to_owned).collect();
     files.extend(
         [&args.auth_tokens_file, &args.apigw_public_key, &args.allow_scope, &args.callback_secret_file]
             .into_iter()
@@ -297,28 +305,37 @@ pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) ->
     super::init_logging_with(verbose, "info", Some(capture.clone()));
     protect_process_memory();
     let disabled = disabled_plugins(&args.enable_plugins)?;
-    let path = SqliteStore::path_from_url(&args.db).map_err(CliError::Usage)?;
-    let beside_database = |suffix: &str| {
-        let mut name = path.file_name().unwrap_or_default().to_owned();
-        name.push(suffix);
-        path.with_file_name(name)
+    let db = DbUrl::parse(&args.db).map_err(CliError::Usage)?;
+    let path = match &db {
+        DbUrl::Sqlite(path) => Some(path.clone()),
+        DbUrl::Postgres(_) => None,
+    };
+    let default_workspace = match &path {
+        Some(path) => {
+            let mut name = path.file_name().unwrap_or_default().to_owned();
+            name.push("-workspace");
+            path.with_file_name(name)
+        }
+        None => PathBuf::from("plugd-workspace"),
     };
     let mut config = config(&args)?;
-    config.reports_dir = args.reports_dir.clone().unwrap_or_else(|| beside_database("-reports"));
     // Report files must be inside the folder plugins run in, which holds none of plugd's own.
-    config.workspace = args.workspace.clone().unwrap_or_else(|| beside_database("-workspace"));
-    check_workspace(&config.workspace, &own_files(&args, &path, &config.reports_dir))?;
-    let mut options = super::plugins::process_options(false, args.plugin_user.as_deref())?;
+    config.workspace = args.workspace.clone().unwrap_or(default_workspace);
+    check_workspace(&config.workspace, &own_files(&args, path.as_deref()))?;
+    let mut options = super::plugins::process_options(super::plugins::RunFor::Server, args.plugin_user.as_deref())?;
     options.workspace = config.workspace.clone();
     let (builder, folders) = super::plugins::with_dirs(plugins.without(&disabled), &args.plugins, &options)?;
     let registry = super::plugins::build(builder)?;
     plugd_server::check_config(&config, &registry).map_err(|e| CliError::Usage(e.to_string()))?;
-    let options = SqliteOptions {
-        synchronous: match args.sqlite_synchronous {
-            SyncMode::Normal => Synchronous::Normal,
-            SyncMode::Full => Synchronous::Full,
+    let options = StoreOptions {
+        sqlite: SqliteOptions {
+            synchronous: match args.sqlite_synchronous {
+                SyncMode::Normal => Synchronous::Normal,
+                SyncMode::Full => Synchronous::Full,
+            },
+            ..SqliteOptions::default()
         },
-        ..SqliteOptions::default()
+        postgres: PgOptions { pool_size: args.db_pool_size as usize, timeout: args.db_timeout },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -326,8 +343,15 @@ pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) ->
         .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async move {
         super::plugins::install_all(&folders).await?;
-        let store = SqliteStore::open(&path, options)
-            .with_context(|| format!("cannot open the database {}", path.display()))?;
+        let store = match open_store(&args.db, options).await {
+            Ok(store) => store,
+            // A PostgreSQL URL that does not open (unreachable, refused, no such database) is a
+            // configuration error; a SQLite file that does not open is an operational one.
+            Err(OpenError::Url(e)) => return Err(CliError::Usage(e)),
+            Err(OpenError::Open(e)) if path.is_none() => return Err(CliError::Usage(e)),
+            Err(OpenError::Open(e)) => return Err(CliError::Failed(anyhow::anyhow!(e))),
+        };
+        let location = store.info().await.map(|info| info.location).unwrap_or_default();
         match std::fs::create_dir(&config.workspace) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
                 return Err(CliError::Usage(format!("--workspace {}: {e}", config.workspace.display())));
@@ -344,15 +368,12 @@ pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) ->
             config.public_url = format!("http://{address}");
         }
         let names: Vec<&str> = registry.names().collect();
-        eprintln!(
-            "plugd serve: listening on http://{address} (plugins: {}; database: {})",
-            names.join(", "),
-            path.display()
-        );
+        eprintln!("plugd serve: listening on http://{address} (plugins: {}; database: {})", names.join(", "), location);
         if !disabled.is_empty() {
             eprintln!("plugd serve: not serving {} (see --enable-plugin)", disabled.join(", "));
         }
-        plugd_server::serve(listener, config, registry.clone(), Arc::new(store), capture, shutdown_signal())
+        eprintln!("plugd serve: debug panel at http://{address}/");
+        plugd_server::serve(listener, config, registry.clone(), store, capture, shutdown_signal())
             .await
             .context("the server stopped")?;
         eprintln!("plugd serve: stopped");

@@ -7,7 +7,7 @@ use plugd_core::Registry;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::template;
+use super::template::{self, Scope, TemplateValues};
 
 /// The stages, in release order.
 pub const STAGES: [&str; 3] = ["pre_build", "pre_release", "post_release"];
@@ -96,6 +96,33 @@ pub struct Step {
     pub cancel_on_error: bool,
     /// Whether a failure skips the remaining steps.
     pub stop_on_error: bool,
+    /// The line of its `- name:` item in the file.
+    pub line: Option<usize>,
+    /// The line of each input (`with.<key>`, `context.<key>`): its own, or its map's when inline.
+    pub input_lines: BTreeMap<String, Option<usize>>,
+}
+
+impl Step {
+    /// The line of input `key` of `section` (`with` or `context`), else of the step.
+    fn line_of(&self, section: &str, key: &str) -> Option<usize> {
+        self.input_lines.get(&format!("{section}.{key}")).copied().flatten().or(self.line)
+    }
+}
+
+/// A step's inputs (or context inputs), by name.
+pub type Inputs = Map<String, Value>;
+
+/// A step as it would run: its inputs rendered (by [`HooksFile::plan`]).
+#[derive(Debug, Clone)]
+pub struct PlannedStep<'a> {
+    /// Its stage.
+    pub stage: &'a str,
+    /// The step.
+    pub step: &'a Step,
+    /// Its inputs, rendered.
+    pub with: Map<String, Value>,
+    /// Its context inputs, rendered.
+    pub context: Map<String, Value>,
 }
 
 /// The steps of one stage.
@@ -154,6 +181,29 @@ fn step_line(text: &str, stage: &str, index: usize, key: Option<&str>) -> Option
     item.map(|n| n + 1)
 }
 
+/// The line of input `key` under `section` (`with:` or `context:`) of a step; the section's line
+/// when the key is not on a line of its own.
+fn input_line(text: &str, stage: &str, index: usize, section: &str, key: &str) -> Option<usize> {
+    let start = step_line(text, stage, index, Some(section))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    // The column of `section:` itself, after any `- `.
+    let section_indent = lines[start - 1].len() - lines[start - 1].trim_start_matches([' ', '-']).len();
+    for (number, line) in lines.iter().enumerate().skip(start) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if indent(line) <= section_indent {
+            break;
+        }
+        if trimmed.trim_start_matches('{').trim_start().starts_with(&format!("{key}:")) {
+            return Some(number + 1);
+        }
+    }
+    Some(start)
+}
+
 impl HooksFile {
     /// Reads `path` and checks every step against `registry`: known stages and plugins, required
     /// inputs present, no unknown inputs, templates that compile.
@@ -163,7 +213,10 @@ impl HooksFile {
         let raw: RawFile = serde_yaml_ng::from_str(&text).map_err(|e| {
             let message = e.to_string();
             let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
-            error(e.location().map(|l| l.line()), message)
+            // An error at the end of the input (an unclosed bracket) is placed on the line after
+            // the last: show the last line with text instead.
+            let last = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).last().map_or(1, |(i, _)| i + 1);
+            error(e.location().map(|l| l.line().min(last)), message)
         })?;
         let defaults = raw.defaults;
         let mut stages = Vec::new();
@@ -190,7 +243,7 @@ impl HooksFile {
                             plugin.id(),
                             accepted.join(", ")
                         );
-                        return Err(error(at(Some(key)).or(at(Some("with"))), message));
+                        return Err(error(input_line(&text, &stage_name, index, "with", key), message));
                     }
                 }
                 for required in
@@ -205,10 +258,15 @@ impl HooksFile {
                         return Err(error(at(Some("with")).or(at(None)), message));
                     }
                 }
-                for (key, value) in raw.with.iter().chain(raw.context.iter()) {
-                    let line = at(Some(key)).or(at(Some("with"))).or(at(None));
-                    template::check(value)
-                        .map_err(|e| error(line, format!("step {:?}: input {key:?}: {e}", raw.name)))?;
+                let mut input_lines = BTreeMap::new();
+                for (section, inputs) in [("with", &raw.with), ("context", &raw.context)] {
+                    for (key, value) in inputs {
+                        let line = input_line(&text, &stage_name, index, section, key).or(at(None));
+                        input_lines.insert(format!("{section}.{key}"), line);
+                        template::check(value).map_err(|e| {
+                            error(line, format!("step {:?}: {}: {e}", raw.name, input_name(section, key)))
+                        })?;
+                    }
                 }
                 let id = raw.id.clone().unwrap_or_else(|| raw.name.clone());
                 if steps.iter().any(|s: &Step| s.id == id) {
@@ -227,6 +285,8 @@ impl HooksFile {
                     cancel_on_error: stage_name != "post_release"
                         && raw.cancel_on_error.unwrap_or(defaults.cancel_on_error),
                     stop_on_error: raw.stop_on_error.unwrap_or(defaults.stop_on_error),
+                    line: at(None),
+                    input_lines,
                 });
             }
             stages.push(Stage { name: stage_name, steps });
@@ -238,5 +298,59 @@ impl HooksFile {
     /// The steps of `stage` (none when the file does not declare it).
     pub fn stage(&self, stage: &str) -> Option<&Stage> {
         self.stages.iter().find(|s| s.name == stage)
+    }
+
+    /// Renders the inputs of step `index` of `stage` as `scope` allows (see [`Scope`]); an error
+    /// names the file and line, the step, the input and the variable.
+    pub fn render_step(
+        &self,
+        stage: &Stage,
+        index: usize,
+        values: &TemplateValues,
+        scope: Scope,
+    ) -> Result<(Inputs, Inputs), HooksError> {
+        let step = &stage.steps[index];
+        let earlier: Vec<String> = stage.steps[..index].iter().map(|s| s.id.clone()).collect();
+        let renderer = values.renderer(scope, &stage.name, &earlier);
+        let render = |section: &str, inputs: &Map<String, Value>| {
+            let mut rendered = Map::new();
+            for (key, value) in inputs {
+                let value = renderer.render(value).map_err(|message| HooksError {
+                    file: self.file.clone(),
+                    line: step.line_of(section, key),
+                    message: format!("step {:?}: {}: {message}", step.name, input_name(section, key)),
+                })?;
+                rendered.insert(key.clone(), value);
+            }
+            Ok(rendered)
+        };
+        Ok((render("with", &step.with)?, render("context", &step.context)?))
+    }
+
+    /// Every step of `stage` (of every stage when `None`) with its inputs rendered as `scope`
+    /// allows: what `hooks check` and `hooks run` check before anything runs, and what a dry run
+    /// shows.
+    pub fn plan(
+        &self,
+        stage: Option<&str>,
+        values: &TemplateValues,
+        scope: Scope,
+    ) -> Result<Vec<PlannedStep<'_>>, HooksError> {
+        let mut planned = Vec::new();
+        for current in self.stages.iter().filter(|s| stage.is_none_or(|name| name == s.name)) {
+            for (index, step) in current.steps.iter().enumerate() {
+                let (with, context) = self.render_step(current, index, values, scope)?;
+                planned.push(PlannedStep { stage: &current.name, step, with, context });
+            }
+        }
+        Ok(planned)
+    }
+}
+
+/// `input "key"`, or `context input "key"`.
+fn input_name(section: &str, key: &str) -> String {
+    match section {
+        "context" => format!("context input {key:?}"),
+        _ => format!("input {key:?}"),
     }
 }

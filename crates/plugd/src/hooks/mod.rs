@@ -9,6 +9,6 @@ mod config;
 mod run;
 mod template;
 
-pub use config::{check_stage, Defaults, HooksError, HooksFile, Stage, Step, STAGES};
+pub use config::{check_stage, Defaults, HooksError, HooksFile, Inputs, PlannedStep, Stage, Step, STAGES};
 pub use run::{run_stage, StageReport, StepReport, StepState};
 pub use template::{Renderer, Scope, TemplateValues};

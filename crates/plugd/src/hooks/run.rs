@@ -7,7 +7,7 @@ use plugd_sdk::State;
 use serde_json::{json, Map, Value};
 
 use super::template::{Scope, TemplateValues};
-use super::{HooksFile, Step};
+use super::{HooksFile, Stage, Step};
 use crate::local::{LocalRunner, RunObserver};
 
 /// How a step ended.
@@ -73,27 +73,26 @@ impl StageReport {
     }
 }
 
-/// Runs one step to its end; `Err` when it failed, with the reason.
+/// Runs step `index` of `stage` to its end; `Err` when it failed, with the reason.
 async fn run_step(
-    step: &Step,
+    file: &HooksFile,
+    stage: &Stage,
+    index: usize,
     values: &TemplateValues,
     runner: &LocalRunner,
     observer: &mut dyn RunObserver,
 ) -> (String, Result<Map<String, Value>, String>) {
+    let step = &stage.steps[index];
     let plugin = match runner.executor().registry().get_spec(&step.uses) {
         Ok(plugin) => plugin,
         Err(e) => return (step.uses.clone(), Err(e.to_string())),
     };
     let id = plugin.id();
-    let renderer = values.renderer(Scope::Run);
-    let inputs = match renderer.render(&Value::Object(step.with.clone())) {
-        Ok(inputs) => inputs,
+    let (inputs, context) = match file.render_step(stage, index, values, Scope::Run) {
+        Ok(rendered) => rendered,
         Err(e) => return (id, Err(format!("template error: {e}"))),
     };
-    let context = match renderer.render(&Value::Object(step.context.clone())) {
-        Ok(context) => context,
-        Err(e) => return (id, Err(format!("template error: {e}"))),
-    };
+    let (inputs, context) = (Value::Object(inputs), Value::Object(context));
     let mut invocation = Invocation::new(&plugin.info.name, &plugin.info.version, inputs, context);
     if let Err(e) = runner.run(&mut invocation, observer).await {
         return (id, Err(e.to_string()));
@@ -117,7 +116,7 @@ pub async fn run_stage(
     let Some(steps) = file.stage(stage) else { return report };
     let mut stopped = false;
     let mut cancels: Vec<(String, String)> = Vec::new();
-    for step in &steps.steps {
+    for (index, step) in steps.steps.iter().enumerate() {
         if stopped {
             let plugin =
                 runner.executor().registry().get_spec(&step.uses).map_or_else(|_| step.uses.clone(), |p| p.id());
@@ -133,7 +132,7 @@ pub async fn run_stage(
         }
         announce(step);
         let started = Instant::now();
-        let (plugin, result) = run_step(step, &values, runner, observer).await;
+        let (plugin, result) = run_step(file, steps, index, &values, runner, observer).await;
         let duration = started.elapsed();
         match result {
             Ok(outputs) => {

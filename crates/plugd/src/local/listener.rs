@@ -101,6 +101,14 @@ impl CallbackPreparer for LocalCallbacks {
         self.lock().issued.entry(trace_id.to_owned()).or_default().push(prepared.clone());
         Ok(prepared)
     }
+
+    fn note_example(&self, trace_id: &str, callback_id: &str, example: &Value) {
+        let mut state = self.lock();
+        let issued = state.issued.get_mut(trace_id).into_iter().flatten();
+        for prepared in issued.filter(|p| p.id == callback_id) {
+            prepared.example = Some(example.clone());
+        }
+    }
 }
 
 type Reply = (StatusCode, Json<Value>);

@@ -16,14 +16,16 @@ fn start_approval(extra: &[&str]) -> (Running, String, mpsc::Receiver<String>) {
         if let Some((_, url)) = line.split_once("callback url: ") {
             let url = url.trim().to_owned();
             let curl = lines.recv_timeout(Duration::from_secs(5)).unwrap();
-            assert!(
-                curl.ends_with(&format!("curl -X POST -H 'Content-Type: application/json' -d '{{}}' '{url}'")),
-                "{curl}"
-            );
+            assert!(curl.ends_with(&printed_curl(&url)), "{curl}");
             return (child, url, lines);
         }
         seen.push(line);
     }
+}
+
+/// The curl command `plugd run approval` prints for `url`, with approval's example body.
+fn printed_curl(url: &str) -> String {
+    format!("curl -X POST -H 'Content-Type: application/json' -d '{{\"approved\":true}}' '{url}'")
 }
 
 fn finish(running: Running) -> Finished {
@@ -50,6 +52,16 @@ fn an_approval_callback_resumes_the_run() {
     assert_eq!(result["outputs"]["approved"], true);
     assert_eq!(result["outputs"]["approved_by"], "alice");
     assert_eq!(result["outputs"]["callback_url"], url.as_str());
+}
+
+#[test]
+fn the_printed_curl_approves() {
+    let (child, url, _lines) = start_approval(&["--json"]);
+    // The command exactly as printed (checked by `start_approval`), run by a shell as a user would.
+    let status = std::process::Command::new("sh").args(["-c", &printed_curl(&url)]).output().unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let out = finish(child).assert_code(0);
+    assert_eq!(out.json()["outputs"]["approved"], true);
 }
 
 #[test]

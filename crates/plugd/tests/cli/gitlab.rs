@@ -172,6 +172,26 @@ fn errors_are_reported_per_project_and_usage_errors_exit_2() {
     assert_eq!(out.stderr, "error: unknown project \"billing\"; projects: admin-web, shop-src, shop-web\n");
     let out = gitlab(&["run-ci", "--config", &cfg, "--group", "api"]).assert_code(2);
     assert_eq!(out.stderr, "error: unknown group \"api\"; groups: src, web, all\n");
+    // A YAML error at the end of the file names its last line.
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "url: http://x\ngroups: {web: [a]\n").unwrap();
+    let out = gitlab(&["run-ci", "--config", broken.to_str().unwrap(), "--group", "web"]).assert_code(2);
+    assert_eq!(out.stderr, format!("error: {}:2: did not find expected ',' or '}}'\n", broken.display()));
+    // No config file: say so, rather than that the group is unknown.
+    let empty = tempfile::tempdir().unwrap();
+    let out = Plugd::new(&["gitlab", "run-ci", "--group", "web"]).current_dir(empty.path()).run().assert_code(2);
+    assert_eq!(
+        out.stderr,
+        "error: ./plugd-gitlab.yaml not found (write one, or give --config FILE): --group web needs the groups it declares\n"
+    );
+    let out = Plugd::new(&["gitlab", "run-ci", "--project", "platform/shop-web"])
+        .current_dir(empty.path())
+        .run()
+        .assert_code(2);
+    assert_eq!(
+        out.stderr,
+        "error: no GitLab URL: give --url, or url: in a config file; ./plugd-gitlab.yaml not found (write one, or give --config FILE)\n"
+    );
     let out = Plugd::new(&["gitlab", "run-ci", "--config", &cfg, "--project", "shop-web"])
         .env_remove("GITLAB_TOKEN")
         .run()

@@ -109,14 +109,11 @@ fn hooks(dir: &Path, args: &[&str]) -> crate::util::Finished {
     Plugd::new(&all).env("HOOK_SECRET", "s3cret").run()
 }
 
-fn amqp_url() -> Option<String> {
-    let url = std::env::var("PLUGD_TEST_AMQP_URL").ok().filter(|u| !u.is_empty());
-    if url.is_none() {
-        eprintln!(
-            "skipped the AMQP part: set PLUGD_TEST_AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5672/%2f); .ci/run does"
-        );
-    }
-    url
+/// The RabbitMQ of the tests marked `needs PLUGD_TEST_AMQP_URL` (`.ci/run` starts one and sets it).
+fn amqp_url() -> String {
+    std::env::var("PLUGD_TEST_AMQP_URL").ok().filter(|u| !u.is_empty()).expect(
+        "this test needs a RabbitMQ: set PLUGD_TEST_AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5672/%2f); .ci/run does",
+    )
 }
 
 /// Declares a server-named queue and returns a function that fetches one message from it.
@@ -147,13 +144,24 @@ fn amqp_queue(url: &str) -> (String, impl FnOnce() -> (Value, Option<String>)) {
 }
 
 #[test]
+fn command_webhook_and_email_across_the_three_stages() {
+    all_kinds_across_the_three_stages(None);
+}
+
+#[test]
+#[ignore = "needs PLUGD_TEST_AMQP_URL (RabbitMQ)"]
 fn all_four_kinds_across_the_three_stages() {
+    all_kinds_across_the_three_stages(Some(amqp_url()));
+}
+
+/// The command, webhook and email plugins against real servers, and the amqp one with `amqp_url`.
+fn all_kinds_across_the_three_stages(amqp_url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(2);
     let smtp = SmtpServer::start();
     let rules = dir.path().join("recipients.yaml");
     std::fs::write(&rules, "rules:\n- filters: {name: [foo, bar]}\n  recipients: [foo-team@example.com]\n- recipients: [releases@example.com]\n").unwrap();
-    let amqp = amqp_url().map(|url| (url.clone(), amqp_queue(&url)));
+    let amqp = amqp_url.map(|url| (url.clone(), amqp_queue(&url)));
     let amqp_step = match &amqp {
         Some((url, (queue, _))) => format!(
             "    - name: announce\n      uses: amqp\n      with:\n        url: {url:?}\n        routing_key: {queue}\n        delivery_mode: 2\n        message_attributes: {{source: plugd}}\n        package: {{name: \"{{{{ package.name }}}}\", version: \"{{{{ package.version }}}}\", uri: \"{{{{ package.uri }}}}\", user: ci}}\n"
@@ -334,6 +342,8 @@ fn bad_configs_name_the_file_and_line() {
         ("stages:\n  pre_release:\n    - name: a\n      uses: command\n      with: {comand: ls}\n", "5: step \"a\": unknown input \"comand\" for plugin command@1.0.0; accepted: command, args, env, cwd, timeout, print_output"),
         ("stages:\n  deploy: []\n", "2: unknown stage \"deploy\"; expected one of pre_build, pre_release, post_release"),
         ("stages:\n  pre_release:\n    - name: a\n      use: command\n", "4: stages.pre_release[0]: unknown field `use`"),
+        // An unclosed bracket: the last line, not the one after it.
+        ("stages:\n  pre_release:\n    - name: a\n      uses: command\n      with: {command: ls\n", "5: did not find expected ',' or '}'"),
     ];
     for (text, expected) in cases {
         write_file(dir.path(), text);
@@ -343,18 +353,27 @@ fn bad_configs_name_the_file_and_line() {
     }
 }
 
-#[test]
-fn amqp_publishes_the_release_message_with_confirms() {
-    let package = r#"{"name": "bar", "version": "2.0.0", "uri": "/packages/bar/2.0.0/package.py"}"#;
-    let handle = json!({"key": "filesystem.package", "variables":
-        {"location": "/packages", "name": "bar", "repository_type": "filesystem", "version": "2.0.0"}});
-    // rez's special host `stdout` publishes nothing and returns the message.
-    let out = Plugd::new(&["run", "amqp", "--url", "stdout", "--package", package, "--json"]).run().assert_code(0);
-    let message = out.json()["outputs"]["message"].clone();
-    assert_eq!(message["package"]["handle"], handle);
-    assert_eq!(message["variants"], json!([]));
+const AMQP_PACKAGE: &str = r#"{"name": "bar", "version": "2.0.0", "uri": "/packages/bar/2.0.0/package.py"}"#;
 
-    let Some(url) = amqp_url() else { return };
+fn amqp_handle() -> Value {
+    json!({"key": "filesystem.package", "variables":
+        {"location": "/packages", "name": "bar", "repository_type": "filesystem", "version": "2.0.0"}})
+}
+
+#[test]
+fn amqp_to_stdout_returns_the_release_message() {
+    // rez's special host `stdout` publishes nothing and returns the message.
+    let out = Plugd::new(&["run", "amqp", "--url", "stdout", "--package", AMQP_PACKAGE, "--json"]).run().assert_code(0);
+    let message = out.json()["outputs"]["message"].clone();
+    assert_eq!(message["package"]["handle"], amqp_handle());
+    assert_eq!(message["variants"], json!([]));
+}
+
+#[test]
+#[ignore = "needs PLUGD_TEST_AMQP_URL (RabbitMQ)"]
+fn amqp_publishes_the_release_message_with_confirms() {
+    let (package, handle) = (AMQP_PACKAGE, amqp_handle());
+    let url = amqp_url();
     let (queue, fetch) = amqp_queue(&url);
     let out = Plugd::new(&["run", "amqp", "--url", &url, "--routing-key", &queue, "--package", package, "--json"])
         .run()
@@ -383,4 +402,134 @@ fn amqp_publishes_the_release_message_with_confirms() {
         "{err}"
     );
     assert!(!bad.stdout.contains("hunter2") && !bad.stderr.contains("hunter2"));
+}
+
+#[test]
+fn templates_are_checked_as_strictly_as_the_run_renders_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plugd-hooks.yaml");
+    let marker = dir.path().join("built");
+    let hooks_file = |announce: &str| {
+        format!(
+            "stages:\n  pre_release:\n    - name: build\n      uses: command\n      with: {{command: touch, args: [{marker}]}}\n    - name: announce\n      uses: command\n      with:\n        command: echo\n        args: [\"{announce}\"]\n",
+            marker = marker.display()
+        )
+    };
+    let set = ["--set", "package.name=foo"];
+
+    // A misspelt variable: check, the dry run and the run all refuse the file, naming the
+    // variable, the step and the line; nothing runs.
+    write_file(dir.path(), &hooks_file("released {{ package.nmae }} v{{ package.version }}"));
+    let expected = format!(
+        "error: {}:10: step \"announce\": input \"args\": undefined variable package.nmae (did you mean package.name?)\n",
+        file.display()
+    );
+    for args in [&["check"][..], &["run", "pre_release", "--dry-run"], &["run", "pre_release"]] {
+        let out = hooks(dir.path(), &[args, &set[..]].concat()).assert_code(2);
+        assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("", expected.as_str()), "{args:?}");
+    }
+    assert!(!marker.exists(), "nothing ran");
+
+    // A value the run would not have (no --set package.version): check cannot know, the dry run
+    // and the run do.
+    write_file(dir.path(), &hooks_file("released {{ package.name }} v{{ package.version }}"));
+    let out = hooks(dir.path(), &["check"]).assert_code(0);
+    assert!(out.stdout.starts_with(&format!("{}: ok\n", file.display())), "{}", out.stdout);
+    let expected = format!(
+        "error: {}:10: step \"announce\": input \"args\": undefined variable package.version (package has: name, uri; give --set package.version=VALUE)\n",
+        file.display()
+    );
+    for args in [&["run", "pre_release", "--dry-run"][..], &["run", "pre_release"]] {
+        let out = hooks(dir.path(), &[args, &set[..]].concat()).assert_code(2);
+        assert_eq!(out.stderr, expected, "{args:?}");
+    }
+    assert!(!marker.exists(), "nothing ran");
+    let out = hooks(
+        dir.path(),
+        &["run", "pre_release", "--dry-run", "--set", "package.name=foo", "--set", "package.version=1.2.0"],
+    )
+    .assert_code(0);
+    assert!(out.stdout.contains(r#"with: {"command":"echo","args":["released foo v1.2.0"]}"#), "{}", out.stdout);
+
+    // A key only --set gives: check takes --set too.
+    write_file(dir.path(), &hooks_file("notes at {{ package.changelog_url }}"));
+    let out = hooks(dir.path(), &["check"]).assert_code(2);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "error: {}:10: step \"announce\": input \"args\": undefined variable package.changelog_url (package has: name, qualified_name, uri, version; give --set package.changelog_url=VALUE)\n",
+            file.display()
+        )
+    );
+    hooks(dir.path(), &["check", "--set", "package.changelog_url=x"]).assert_code(0);
+
+    // Earlier steps' outputs are known at run time only: the step must exist and come earlier;
+    // the dry run shows a placeholder.
+    write_file(dir.path(), &hooks_file("{{ steps.build.outputs.output }} {{ steps.deploy.outputs.url }}"));
+    let out = hooks(dir.path(), &["check"]).assert_code(2);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "error: {}:10: step \"announce\": input \"args\": undefined variable steps.deploy: no earlier step of pre_release has the id \"deploy\" (earlier steps: build)\n",
+            file.display()
+        )
+    );
+    write_file(dir.path(), &hooks_file("built: {{ steps.build.outputs.output }}"));
+    let out = hooks(dir.path(), &["run", "pre_release", "--dry-run"]).assert_code(0);
+    assert!(
+        out.stdout.contains(r#"with: {"command":"echo","args":["built: <steps.build.outputs.output>"]}"#),
+        "{}",
+        out.stdout
+    );
+    assert!(!marker.exists(), "nothing ran");
+    let out = hooks(dir.path(), &["run", "pre_release"]).assert_code(0);
+    assert!(out.stderr.contains("built: "), "{}", out.stderr);
+    assert!(marker.exists());
+
+    // At run time, an output the earlier step did not give: the step fails, naming it all.
+    write_file(dir.path(), &hooks_file("built: {{ steps.build.outputs.tag }}"));
+    let out = hooks(dir.path(), &["run", "pre_release"]).assert_code(3);
+    assert!(
+        out.stderr.ends_with(&format!(
+            "error: release cancelled by hook announce: template error: {}:10: step \"announce\": input \"args\": undefined variable steps.build.outputs.tag (steps.build.outputs has: exit_code, output)\n",
+            file.display()
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_stage_without_steps_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plugd-hooks.yaml");
+    write_file(dir.path(), "stages:\n  pre_build: []\n  pre_release:\n    - name: a\n      uses: command\n      with: {command: \"true\"}\n");
+    for stage in ["pre_build", "post_release"] {
+        for dry_run in [false, true] {
+            let args = if dry_run { vec!["run", stage, "--dry-run"] } else { vec!["run", stage] };
+            let out = hooks(dir.path(), &args).assert_code(0);
+            assert_eq!(out.stdout, format!("{stage}: no steps in {}; nothing to run\n", file.display()), "{args:?}");
+        }
+    }
+    let out = hooks(dir.path(), &["check"]).assert_code(0);
+    assert!(out.stdout.contains("\npre_build: no steps\npre_release:\n"), "{}", out.stdout);
+}
+
+#[test]
+fn system_user_is_the_account_name_without_user_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "stages:\n  pre_build:\n    - name: who\n      uses: command\n      with: {command: echo, args: [\"{{ system.user }}\"]}\n");
+    let config = dir.path().join("plugd-hooks.yaml");
+    let account = std::process::Command::new("id").arg("-un").output().unwrap();
+    let account = String::from_utf8(account.stdout).unwrap().trim().to_owned();
+    let unset = |plugd: Plugd| ["USER", "LOGNAME", "LNAME", "USERNAME"].into_iter().fold(plugd, Plugd::env_remove);
+    let out = unset(Plugd::new(&["hooks", "run", "pre_build", "--dry-run", "--config", config.to_str().unwrap()]))
+        .run()
+        .assert_code(0);
+    assert!(out.stdout.contains(&format!(r#"with: {{"command":"echo","args":["{account}"]}}"#)), "{}", out.stdout);
+    // So does the amqp plugin, for the message's user.
+    let out = unset(Plugd::new(&["run", "amqp", "--url", "stdout", "--package", AMQP_PACKAGE, "--json"]))
+        .run()
+        .assert_code(0);
+    assert_eq!(out.json()["outputs"]["message"]["package"]["user"], account.as_str());
 }

@@ -85,6 +85,39 @@ fn install_run_list_and_uninstall() {
 }
 
 #[test]
+fn python_caches_stay_behind_and_one_version_uninstalls_by_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let home = home.to_str().unwrap();
+    let plugd = |args: &[&str]| Plugd::new(args).env("PLUGD_HOME", home);
+    let source = dir.path().join("v1");
+    plugin(&source, "1.0.0");
+    std::fs::create_dir(source.join("__pycache__")).unwrap();
+    for file in ["__pycache__/helper.cpython-312.pyc", "stale.pyc", "helper.py"] {
+        std::fs::write(source.join(file), "x").unwrap();
+    }
+    plugd(&["install", source.to_str().unwrap()]).run().assert_code(0);
+    let installed = Path::new(home).join("plugins/tool/1.0.0");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&installed).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, [".plugd-install.json", "helper.py", "plugin.yaml", "run.sh"]);
+
+    plugin(&dir.path().join("v2"), "1.2.0");
+    plugd(&["install", dir.path().join("v2").to_str().unwrap()]).run().assert_code(0);
+    let out = plugd(&["uninstall", "tool"]).run().assert_code(2);
+    assert_eq!(
+        out.stderr,
+        "error: tool has 2 installed versions (1.0.0, 1.2.0): say which, e.g. plugd uninstall tool@1.2.0\n"
+    );
+    plugd(&["uninstall", "tool@1.2.0"]).run().assert_code(0);
+    let out = plugd(&["uninstall", "tool"]).run().assert_code(0);
+    assert_eq!(out.stdout, format!("uninstalled tool@1.0.0 from {}\n", installed.display()));
+    let out = plugd(&["uninstall", "tool"]).run().assert_code(2);
+    assert_eq!(out.stderr, "error: tool is not installed; installed: none\n");
+}
+
+#[test]
 fn hostile_archives_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");

@@ -18,6 +18,12 @@ mod describe;
 /// `plugd serve` as a process: restarts, `kill -9`, finish callbacks, bad configuration.
 mod serve;
 
+/// `plugd serve` on PostgreSQL: three nodes on one database, bad `--db` URLs.
+mod postgres;
+
+/// `plugd db copy` from SQLite to PostgreSQL with pending work, and `plugd db status`.
+mod db;
+
 /// `plugd serve` probed as an attacker would: host-acting plugins, token theft, slow clients.
 mod security;
 
@@ -26,6 +32,15 @@ mod health;
 
 /// Plugins in any language: plugin.yaml, qciplugin.yml, `plugd new`, safety limits.
 mod process;
+
+/// `plugd dev`: plugin folders and the built-ins on loopback, the debug panel's URL.
+mod dev;
+
+/// A real bk-plugin project (the Python framework's layout) served and run by plugd.
+mod bk;
+
+/// A CI plugin reading its job's environment, under `plugd run` and `plugd serve`.
+mod ci_env;
 
 /// The local registry: `plugd install`, `uninstall`, hostile archives.
 mod install;

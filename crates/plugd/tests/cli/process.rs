@@ -32,6 +32,8 @@ fn generated_shell_and_python_plugins_run_locally() {
     assert_eq!((result["state"].clone(), result["invoke_count"].clone()), (json!("SUCCESS"), json!(3)));
     assert_eq!(result["outputs"], json!({"message": "hello, py", "polls": 2}));
     assert_eq!(result["reports"], json!([{"title": "Greeting", "description": "greeted py after 2 polls"}]));
+    // Python keeps its bytecode to itself: nothing is written into the plugin's folder.
+    assert!(!Path::new(&python).join("__pycache__").exists());
     let out = Plugd::new(&["run", &python, "--polls", "x"]).run().assert_code(2);
     assert!(
         out.stderr.starts_with("error: invalid value 'x' for '--polls <INTEGER>': expected an integer"),
@@ -314,7 +316,7 @@ fn invalid_manifests_name_file_line_and_field() {
         (
             "plugin.yaml",
             "id: x\nversion: 1.0.0\nentry:\n  start: [run]\n  timout: 5s\n",
-            "plugin.yaml:5: entry: unknown field `timout`, expected one of `install`, `env`, `start`, `timeout`\n",
+            "plugin.yaml:5: entry: unknown field `timout`, expected one of `install`, `env`, `env_passthrough`, `start`, `timeout`\n",
         ),
         (
             "plugin.yaml",
@@ -342,6 +344,12 @@ fn invalid_manifests_name_file_line_and_field() {
             "plugin.yaml:1: id: \"x y\" is not a valid id: use letters, digits, '-', '_' and '.'\n",
         ),
         ("plugin.yaml", "id: x\nversion: 1.0.0\n", "plugin.yaml:1: missing field `entry`\n"),
+        // An unclosed bracket: the last line, not the one after it.
+        (
+            "plugin.yaml",
+            "id: x\nversion: 1.0.0\nentry: {start: [run]\n\n",
+            "plugin.yaml:3: did not find expected ',' or '}'\n",
+        ),
         (
             "plugin.yaml",
             "id: x\nversion: 1.0.0\nentry:\n  start: run\n  env: {PLUGD_RESULT_FILE: /tmp/x}\n",
@@ -577,12 +585,10 @@ fn reports_name_regular_files_inside_the_workspace_only() {
 }
 
 #[test]
+#[ignore = "needs root: runs plugins as nobody"]
 fn plugins_run_as_the_plugin_user() {
     use std::os::unix::fs::PermissionsExt;
-    if !nix_is_root() {
-        eprintln!("skipped: --plugin-user needs root");
-        return;
-    }
+    assert!(nix_is_root(), "this test needs root: --plugin-user does");
     let dir = tempfile::tempdir().unwrap();
     let plugin = dir.path().join("plugins/whoami");
     write(
@@ -644,4 +650,24 @@ fn nix_is_root() -> bool {
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
         .unwrap_or(false)
+}
+
+#[test]
+fn the_sample_qci_plugin_runs() {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/qci-hello");
+    let folder = folder.to_str().unwrap();
+    let out = Plugd::new(&["run", folder, "--name", "world", "--json"]).run().assert_code(0);
+    let result = out.json();
+    assert_eq!(
+        (result["plugin"].clone(), result["outputs"].clone()),
+        (json!("qci_hello"), json!({"MESSAGE": "hello, world"}))
+    );
+    assert_eq!(result["reports"], json!([{"title": "Greeting", "description": "hello, world"}]));
+    assert!(out.stderr.contains("hello, world"), "its output is shown: {}", out.stderr);
+    let out = Plugd::new(&["run", folder, "--name", "monde", "--greeting", "bonjour", "--shout", "--json"])
+        .run()
+        .assert_code(0);
+    assert_eq!(out.json()["outputs"], json!({"MESSAGE": "BONJOUR, MONDE!"}));
+    let help = Plugd::new(&["run", folder, "--help"]).run().assert_code(0).stdout;
+    assert!(help.contains("--name <STRING>"), "{help}");
 }

@@ -86,3 +86,20 @@ fn context_inputs_are_accepted_and_undeclared_keys_ignored() {
         .assert_code(0);
     assert!(out.stdout.starts_with("state:        SUCCESS"));
 }
+
+#[test]
+fn a_failed_command_ends_its_message_with_its_output_or_the_exit_code() {
+    let out = Plugd::new(&["run", "command", "--command", "false", "--json"]).run().assert_code(1);
+    assert_eq!(out.json()["err"], "plugin execute failed: command failed (exit code 1)");
+    let out =
+        Plugd::new(&["run", "command", "--command", "sh", "--args", r#"["-c", "echo oops; echo; exit 2"]"#, "--json"])
+            .run()
+            .assert_code(1);
+    assert_eq!(out.json()["err"], "plugin execute failed: command failed (exit code 2):\noops");
+    let out = Plugd::new(&["run", "command", "--command", "false"]).run().assert_code(1);
+    assert!(
+        out.stdout.contains("error:        plugin execute failed: command failed (exit code 1)\nplugin:"),
+        "{}",
+        out.stdout
+    );
+}

@@ -48,6 +48,22 @@ fn a_value_out_of_range() {
 }
 
 #[test]
+fn negative_numbers_are_values_that_validation_judges() {
+    usage_error(
+        &["run", "hello", "--name", "x", "--times", "-1"],
+        &format!("error: inputs validation error: /times: expected a value >= 1, got -1\n\n{HELLO_INPUTS}"),
+    );
+    // `from` is a u32: the schema or the plugin's own reading refuses -1, not the command line.
+    let out = Plugd::new(&["run", "countdown", "--from", "-1"]).run();
+    assert_ne!(out.code, 0);
+    assert!(!out.stderr.contains("unexpected argument"), "{}", out.stderr);
+    assert!(format!("{}{}", out.stdout, out.stderr).contains("inputs validation error: /from: "), "{out:?}");
+    // A string may look like a negative number too; a flag after an input flag is still a flag.
+    let out = Plugd::new(&["run", "hello@1.0.0", "--name", "-2", "--json"]).run().assert_code(0);
+    assert_eq!(out.json()["outputs"]["message"], "hello, -2");
+}
+
+#[test]
 fn a_wrong_type_in_the_inputs_file() {
     let out = Plugd::new(&["run", "hello", "--inputs-json", "-"]).stdin(r#"{"name": 7}"#).run().assert_code(2);
     assert_eq!(out.stderr, format!("error: inputs validation error: /name: expected string, got 7\n\n{HELLO_INPUTS}"));

@@ -1,0 +1,127 @@
+//! The one path of an execute under `plugd serve`, for the first one (`invoke`) and every later one
+//! (the scheduler): execute it (or fail it on a runtime limit), keep its reports, record it in the
+//! store, and wake whoever waits for what it made due.
+
+use std::sync::atomic::Ordering;
+
+use plugd_core::store::{Completion, NewInvocation, StoreError};
+use plugd_core::{Invocation, Step, StepError, Trigger};
+
+use crate::state::{now_ms, AppState};
+
+/// How the result of an execute is recorded.
+pub(crate) enum Record {
+    /// The first execute of a new invocation: inserted, and accepted only once committed.
+    Insert {
+        /// The calling app, when known.
+        created_by: Option<String>,
+    },
+    /// An execute of a claimed invocation: written only if the claim still holds.
+    Complete {
+        /// The claim's fencing token.
+        attempt: i64,
+    },
+}
+
+/// What came of an execute.
+pub(crate) enum Advanced {
+    /// Recorded: the invocation as it now stands.
+    Recorded(Box<Invocation>),
+    /// Not recorded: the claim was lost (cancelled, or leased to another run).
+    Lost,
+}
+
+/// Why an execute was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AdvanceError {
+    /// The execute must not run at all.
+    #[error("{0}")]
+    Step(#[from] StepError),
+    /// The store did not take the result.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl AppState {
+    /// Executes `invocation` with `trigger` (or fails it with `limit`, a runtime limit it passed),
+    /// keeps the reports, records the result as `record` says and wakes the scheduler (when the
+    /// invocation waits on) and the outbox (when a finish callback was enqueued).
+    pub(crate) async fn advance(
+        &self,
+        mut invocation: Invocation,
+        trigger: Trigger,
+        limit: Option<String>,
+        record: Record,
+    ) -> Result<Advanced, AdvanceError> {
+        let consumed_callback = match &trigger {
+            Trigger::Callback(callback) => Some(callback.id.clone()),
+            Trigger::Start | Trigger::Poll => None,
+        };
+        let started = std::time::Instant::now();
+        let (mut step, logs) = match limit {
+            Some(err) => {
+                let fail =
+                    Step::fail(invocation.invoke_count, invocation.storage.clone(), invocation.outputs.clone(), err);
+                (fail, String::new())
+            }
+            None => self.run_step(&invocation, trigger).await?,
+        };
+        let duration = started.elapsed();
+        let trace_id = invocation.trace_id.clone();
+        let (reports, report_files) =
+            self.keep_reports(&trace_id, step.invoke_count, std::mem::take(&mut step.reports)).await;
+        let waits = !step.state.is_final();
+        let recorded = match record {
+            Record::Insert { created_by } => {
+                let (poll_after, callback_timeout) = (step.poll_after, step.callback_timeout);
+                invocation.apply(step);
+                let new = NewInvocation {
+                    invocation: invocation.clone(),
+                    now: now_ms(),
+                    poll_after,
+                    deadline: self.config.deadline,
+                    logs,
+                    reports,
+                    report_files,
+                    created_by,
+                    callback_timeout,
+                    duration,
+                };
+                self.store.insert(new).await?;
+                self.metrics.invokes.fetch_add(1, Ordering::Relaxed);
+                if waits {
+                    self.wake_scheduler.notify_one();
+                }
+                return Ok(Advanced::Recorded(Box::new(invocation)));
+            }
+            Record::Complete { attempt } => {
+                let finish_callback = if step.state.is_final() { self.finish_callback_for(&invocation) } else { None };
+                let wake_outbox = finish_callback.is_some();
+                let completion = Completion {
+                    trace_id: trace_id.clone(),
+                    attempt,
+                    step: step.clone(),
+                    now: now_ms(),
+                    consumed_callback,
+                    logs,
+                    finish_callback,
+                    reports,
+                    report_files,
+                    duration,
+                };
+                let recorded = self.store.complete(completion).await?;
+                if recorded && wake_outbox {
+                    self.wake_outbox.notify_one();
+                }
+                recorded
+            }
+        };
+        if !recorded {
+            self.metrics.lost_claims.fetch_add(1, Ordering::Relaxed);
+            return Ok(Advanced::Lost);
+        }
+        self.wake_scheduler.notify_one();
+        invocation.apply(step);
+        Ok(Advanced::Recorded(Box::new(invocation)))
+    }
+}

@@ -1,0 +1,160 @@
+//! The debug panel's pages and its own API (`/ui/api/...`): history from the store, filtered and
+//! paged, the timeline of executes, callback URLs, and the same credentials as `invoke`.
+
+use std::time::{Duration, Instant};
+
+use plugd_server::AuthConfig;
+use serde_json::json;
+
+use crate::openapi::check;
+use crate::support::TestServer;
+
+#[tokio::test]
+async fn pages_are_served_under_a_policy_without_inline_script() {
+    let server = TestServer::start(|_| {}).await;
+    for (path, media) in
+        [("/", "text/html"), ("/ui/", "text/html"), ("/ui/app.js", "text/javascript"), ("/ui/style.css", "text/css")]
+    {
+        let response = reqwest::get(format!("{}{path}", server.base)).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers();
+        assert!(headers["content-type"].to_str().unwrap().starts_with(media), "{path}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{csp}");
+    }
+    let (status, body) = server.get("/ui/nope.js").await;
+    assert_eq!((status, body["result"].clone()), (404, json!(false)));
+    // A form.js is a script of the server's own, never evaluated from text.
+    let form = reqwest::get(format!("{}/ui/api/forms/hello/2.0.0", server.base)).await.unwrap();
+    assert_eq!(form.status(), 200);
+    assert!(form.text().await.unwrap().contains("$.atoms[\"hello\"]"));
+    assert_eq!(server.get("/ui/api/forms/hello/1.0.0").await.0, 404, "1.0.0 has no form.js");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn history_and_timeline_come_from_the_store() {
+    let server = TestServer::start(|_| {}).await;
+    let (_, document) = server.get("/openapi.json").await;
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        ids.push(server.invoke("hello", "1.0.0", json!({"name": name}), json!({})).await["trace_id"].clone());
+    }
+    let bad = server.invoke("countdown", "1.0.0", json!({"from": -1, "interval_ms": 1}), json!({})).await;
+    let polled = server.invoke("countdown", "1.0.0", json!({"from": 2, "interval_ms": 10}), json!({})).await;
+    let polled = polled["trace_id"].as_str().unwrap().to_owned();
+    server.wait_final("countdown", &polled).await;
+
+    let (status, body) = server.get("/ui/api/invocations?per_page=2").await;
+    check(&document, "get", "/ui/api/invocations", status, &body);
+    assert_eq!(body["data"]["total"], 5);
+    assert_eq!(body["data"]["items"][0]["trace_id"], json!(polled), "newest first");
+    assert_eq!(body["data"]["items"][1]["trace_id"], bad["trace_id"]);
+    let (_, page3) = server.get("/ui/api/invocations?per_page=2&page=3").await;
+    assert_eq!(page3["data"]["items"][0]["trace_id"], ids[0]);
+    let (_, failed) = server.get("/ui/api/invocations?state=5").await;
+    assert_eq!(failed["data"]["total"], 1);
+    let (_, hello) = server.get("/ui/api/invocations?plugin=hello&version=1.0.0&state=4").await;
+    assert_eq!(hello["data"]["total"], 3);
+    for query in ["state=9", "page=0", "per_page=1000", "state=x"] {
+        let (status, body) = server.get(&format!("/ui/api/invocations?{query}")).await;
+        assert_eq!(status, 400, "{query}");
+        check(&document, "get", "/ui/api/invocations", status, &body);
+    }
+
+    let (status, body) = server.get(&format!("/ui/api/invocations/{polled}")).await;
+    check(&document, "get", "/ui/api/invocations/{trace_id}", status, &body);
+    let triggers: Vec<&str> =
+        body["data"]["executes"].as_array().unwrap().iter().map(|e| e["trigger"].as_str().unwrap()).collect();
+    assert_eq!(triggers, ["start", "poll", "poll"]);
+    assert_eq!(body["data"]["executes"][2]["state_name"], "SUCCESS");
+    assert!(body["data"]["executes"][1]["started_at"].as_i64() >= body["data"]["executes"][0]["started_at"].as_i64());
+    let (status, body) = server.get("/ui/api/invocations/0123456789abcdef0123456789abcdef").await;
+    assert_eq!(status, 404);
+    check(&document, "get", "/ui/api/invocations/{trace_id}", status, &body);
+
+    // A waiting approval shows its signed callback URL and the path that reaches this server.
+    let waiting = server.invoke("approval", "1.0.0", json!({}), json!({})).await;
+    let trace_id = waiting["trace_id"].as_str().unwrap();
+    let (_, body) = server.get(&format!("/ui/api/invocations/{trace_id}")).await;
+    let callback = &body["data"]["callbacks"][0];
+    assert_eq!(callback["url"], waiting["data"]["outputs"]["callback_url"]);
+    let path = callback["path"].as_str().unwrap();
+    assert!(path.starts_with("/plugins/approval/bk_plugin/callback/"), "{path}");
+    assert_eq!(server.post(path, r#"{"approved": true}"#).await.0, 200);
+    let done = server.wait_final("approval", trace_id).await;
+    assert_eq!(done["state"], 4);
+
+    let (status, body) = server.get("/ui/api/plugins").await;
+    check(&document, "get", "/ui/api/plugins", status, &body);
+    assert_eq!(body["data"]["credentials_required"], false);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_credentials_each_app_sees_its_own_history() {
+    let tokens = AuthConfig {
+        tokens: vec![("ci".into(), "ci-token-123".into()), ("ops".into(), "ops-token-456".into())],
+        jwt_key: None,
+    };
+    let server = TestServer::start(|c| c.auth = tokens).await;
+    let (_, document) = server.get("/openapi.json").await;
+    assert_eq!(document["paths"]["/ui/api/invocations"]["get"]["security"], json!([{"bearer": []}, {"apigw": []}]));
+    let ci = [("authorization", "Bearer ci-token-123")];
+    let body = r#"{"inputs": {"name": "x"}, "context": {}}"#;
+    let (_, started) = server.post_with("/plugins/hello/bk_plugin/invoke/1.0.0", body, &ci).await;
+    let trace_id = started["trace_id"].as_str().unwrap();
+    let get = |path: String, token: &'static str| {
+        let base = server.base.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .get(format!("{base}{path}"))
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap();
+            crate::support::decode(response).await
+        }
+    };
+    let (status, body) = server.get("/ui/api/invocations").await;
+    assert_eq!(status, 401);
+    check(&document, "get", "/ui/api/invocations", status, &body);
+    let (_, mine) = get("/ui/api/invocations".into(), "ci-token-123").await;
+    assert_eq!(mine["data"]["total"], 1);
+    let (_, theirs) = get("/ui/api/invocations".into(), "ops-token-456").await;
+    assert_eq!(theirs["data"]["total"], 0, "another app's invocations are not listed");
+    assert_eq!(get(format!("/ui/api/invocations/{trace_id}"), "ops-token-456").await.0, 404);
+    assert_eq!(get(format!("/ui/api/invocations/{trace_id}"), "ci-token-123").await.0, 200);
+    let (_, plugins) = server.get("/ui/api/plugins").await;
+    assert_eq!(plugins["data"]["credentials_required"], true);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_invocations_page_quickly() {
+    let server = TestServer::start(|_| {}).await;
+    let body = json!({"inputs": {"name": "x"}, "context": {}}).to_string();
+    let client = reqwest::Client::new();
+    let url = format!("{}/plugins/hello/bk_plugin/invoke/1.0.0", server.base);
+    for _ in 0..20 {
+        let batch: Vec<_> = (0..50)
+            .map(|_| {
+                let request = client.post(&url).header("content-type", "application/json").body(body.clone());
+                tokio::spawn(async move { request.send().await.unwrap().status() })
+            })
+            .collect();
+        for task in batch {
+            assert_eq!(task.await.unwrap(), 200);
+        }
+    }
+    let started = Instant::now();
+    let (_, last) = server.get("/ui/api/invocations?page=20&per_page=50&plugin=hello&state=4").await;
+    let first = server.get("/ui/api/invocations?per_page=50").await.1;
+    let took = started.elapsed();
+    assert_eq!(last["data"]["total"], 1000);
+    assert_eq!(last["data"]["items"].as_array().unwrap().len(), 50);
+    assert_eq!(first["data"]["items"].as_array().unwrap().len(), 50);
+    eprintln!("two history pages of 1,000 invocations: {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    server.stop().await;
+}

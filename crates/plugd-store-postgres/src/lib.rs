@@ -1,0 +1,343 @@
+/*!
+The PostgreSQL store of plugd: several identical `plugd serve` nodes on one database, behind
+`plugd serve --db postgres://...`.
+
+- A pool of connections (deadpool, size configurable), TLS through rustls as libpq's `sslmode`
+  says (`disable`, `prefer`, `require`, `verify-ca`/`verify-full` with `sslrootcert`).
+- Versioned migrations at open, in one transaction under an advisory lock, so nodes starting
+  together migrate once; a schema newer than this build is refused, never altered.
+- Due times, leases and every other time come from the database's clock (`now()`), never a node's:
+  the `now` callers pass is ignored. The rules (when next, what a claim carries) are
+  `plugd_core::schedule`'s, as in the SQLite store.
+- Claims take a batch with `FOR UPDATE SKIP LOCKED`, so claimers never wait for or share a row;
+  every completion is fenced by the claim's attempt. Finish callbacks and retention are claimed the
+  same way: safe on N nodes, no leader.
+- Writes that make work due are announced to the other nodes with `NOTIFY`, after commit and
+  coalesced; nodes `LISTEN` (reconnecting by themselves) and poll at least every second.
+- Every operation is bounded by a timeout: a database that is down or restarting makes operations
+  fail fast with [`StoreErrorKind::Unavailable`] (the API answers 503), and the pool reconnects.
+*/
+#![deny(missing_docs)]
+
+mod config;
+mod migrations;
+mod ops;
+mod tls;
+mod transfer;
+mod wake;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use plugd_core::store::{
+    CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, ExecuteRecord, FinishCallback, HistoryPage,
+    HistoryQuery, Millis, NewInvocation, OutboxItem, Store, StoreError, StoreErrorKind, StoreFuture, StoreInfo,
+    StoreStats, StoredInvocation, Wake,
+};
+use plugd_sdk::Callback;
+
+pub use config::{PgUrl, SslMode};
+
+/// Options of [`PgStore::open`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// The longest any operation may take, waiting for a connection included, before it fails as
+    /// unavailable.
+    pub timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> PgOptions {
+        PgOptions { pool_size: 16, timeout: Duration::from_secs(5) }
+    }
+}
+
+/// The PostgreSQL [`Store`].
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    url: PgUrl,
+    timeout: Duration,
+    wakes: Arc<wake::Wakes>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("location", &self.url.location()).finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn data_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::new(StoreErrorKind::Data, e.to_string())
+}
+
+/// Maps a driver error: connection trouble is [`StoreErrorKind::Unavailable`], a duplicate key
+/// [`StoreErrorKind::Conflict`].
+pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    let message = match (e.as_db_error(), std::error::Error::source(&e)) {
+        (Some(db), _) => db.message().to_owned(),
+        (None, Some(cause)) if !e.to_string().contains(&cause.to_string()) => format!("{e}: {cause}"),
+        (None, _) => e.to_string(),
+    };
+    let kind = match e.code() {
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreErrorKind::Conflict,
+        Some(code)
+            if code.code().starts_with("08")
+                || code.code().starts_with("57P")
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED =>
+        {
+            StoreErrorKind::Unavailable
+        }
+        Some(_) => StoreErrorKind::Data,
+        // No server error: the connection itself failed or closed.
+        None => StoreErrorKind::Unavailable,
+    };
+    StoreError::new(kind, format!("PostgreSQL: {message}"))
+}
+
+/// No connection, whatever the reason: the server is down, restarting, refusing connections to this
+/// database for now (`ALLOW_CONNECTIONS false`, too many clients), or the pool waited too long. Any of
+/// it may pass, so it is [`StoreErrorKind::Unavailable`] (a 503), never a data error.
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    let message = match e {
+        deadpool_postgres::PoolError::Backend(e) => pg_error(e).message,
+        other => format!("PostgreSQL: no connection: {other}"),
+    };
+    StoreError::new(StoreErrorKind::Unavailable, message)
+}
+
+impl PgStore {
+    /// Connects to `url`, migrates the schema, and starts the wake-up listener; the error names
+    /// what failed (unreachable, authentication, missing database, newer schema), never the password.
+    pub async fn open(url: &str, options: PgOptions) -> Result<PgStore, StoreError> {
+        let url = PgUrl::parse(url).map_err(|e| StoreError::new(StoreErrorKind::Data, e))?;
+        Self::open_url(url, options).await
+    }
+
+    /// [`PgStore::open`] with a parsed URL.
+    pub async fn open_url(url: PgUrl, options: PgOptions) -> Result<PgStore, StoreError> {
+        let unavailable = |e: String| StoreError::new(StoreErrorKind::Unavailable, e);
+        let tls = tls::connector(&url.ssl).map_err(|e| StoreError::new(StoreErrorKind::Data, e))?;
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match tls {
+            Some(tls) => Manager::from_config(url.config.clone(), tls, manager_config),
+            None => Manager::from_config(url.config.clone(), tokio_postgres::NoTls, manager_config),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.timeout))
+            .create_timeout(Some(options.timeout))
+            .recycle_timeout(Some(options.timeout))
+            .build()
+            .map_err(|e| unavailable(format!("cannot build the connection pool: {e}")))?;
+        let store = PgStore { pool, url, timeout: options.timeout, wakes: wake::Wakes::new() };
+        let mut conn = store.conn().await.map_err(|e| StoreError::new(e.kind, store.explain(&e.message)))?;
+        match migrations::migrate(&mut conn).await.map_err(pg_error)? {
+            Ok(()) => {}
+            Err(newer) => return Err(StoreError::new(StoreErrorKind::Data, newer)),
+        }
+        drop(conn);
+        tokio::spawn(wake::send(store.wakes.clone(), store.pool.clone()));
+        tokio::spawn(wake::listen(store.wakes.clone(), store.url.clone()));
+        Ok(store)
+    }
+
+    /// `cannot connect to postgres://host:port/db: why`.
+    fn explain(&self, why: &str) -> String {
+        format!("cannot connect to {}: {}", self.url.location(), why.trim_start_matches("PostgreSQL: "))
+    }
+
+    /// Where the database is, without credentials.
+    pub fn location(&self) -> &str {
+        self.url.location()
+    }
+
+    async fn conn(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Runs `op` on a pooled connection within the timeout.
+    fn run<'a, T, F, Fut>(&'a self, op: F) -> StoreFuture<'a, T>
+    where
+        T: Send + 'a,
+        F: FnOnce(Object) -> Fut + Send + 'a,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'a,
+    {
+        Box::pin(async move {
+            let work = async {
+                let conn = self.conn().await?;
+                op(conn).await
+            };
+            match tokio::time::timeout(self.timeout, work).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    format!("PostgreSQL did not answer within {}", humantime_secs(self.timeout)),
+                )),
+            }
+        })
+    }
+}
+
+fn humantime_secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+impl Store for PgStore {
+    fn info(&self) -> StoreFuture<'_, StoreInfo> {
+        self.run(move |c| async move {
+            let schema_version = migrations::version(&c).await.map_err(pg_error)?;
+            Ok(StoreInfo { backend: "postgres", location: self.url.location().to_owned(), schema_version })
+        })
+    }
+
+    fn secret(&self, generate: Vec<u8>) -> StoreFuture<'_, Vec<u8>> {
+        self.run(move |c| async move { ops::secret(&c, generate).await })
+    }
+
+    fn insert(&self, new: NewInvocation) -> StoreFuture<'_, ()> {
+        let waits = !new.invocation.state.is_final();
+        self.run(move |mut c| async move {
+            ops::insert(&mut c, &new).await?;
+            if waits {
+                self.wakes.tell_others(Wake::Invocations);
+            }
+            Ok(())
+        })
+    }
+
+    fn get(&self, trace_id: &str) -> StoreFuture<'_, Option<StoredInvocation>> {
+        let trace_id = trace_id.to_owned();
+        self.run(move |c| async move { ops::get(&c, &trace_id).await })
+    }
+
+    fn logs(&self, trace_id: &str) -> StoreFuture<'_, Option<String>> {
+        let trace_id = trace_id.to_owned();
+        self.run(move |c| async move { ops::logs(&c, &trace_id).await })
+    }
+
+    fn reports(&self, trace_id: &str) -> StoreFuture<'_, Option<Vec<serde_json::Value>>> {
+        let trace_id = trace_id.to_owned();
+        self.run(move |c| async move { ops::reports(&c, &trace_id).await })
+    }
+
+    fn report_file(&self, trace_id: &str, path: &str) -> StoreFuture<'_, Option<Vec<u8>>> {
+        let (trace_id, path) = (trace_id.to_owned(), path.to_owned());
+        self.run(move |c| async move { ops::report_file(&c, &trace_id, &path).await })
+    }
+
+    fn claim(&self, _now: Millis, limit: usize, owner: &str, lease: Duration) -> StoreFuture<'_, Vec<Claim>> {
+        let owner = owner.to_owned();
+        self.run(move |mut c| async move { ops::claim(&mut c, limit, &owner, lease).await })
+    }
+
+    fn renew(&self, trace_id: &str, attempt: i64, _now: Millis, lease: Duration) -> StoreFuture<'_, bool> {
+        let trace_id = trace_id.to_owned();
+        self.run(move |c| async move { ops::renew(&c, &trace_id, attempt, lease).await })
+    }
+
+    fn complete(&self, completion: Completion) -> StoreFuture<'_, bool> {
+        let outbox = completion.finish_callback.is_some();
+        self.run(move |mut c| async move {
+            let done = ops::complete(&mut c, &completion).await?;
+            if done && outbox {
+                self.wakes.tell_others(Wake::Outbox);
+            }
+            Ok(done)
+        })
+    }
+
+    fn release(&self, trace_id: &str, attempt: i64, _now: Millis) -> StoreFuture<'_, ()> {
+        let trace_id = trace_id.to_owned();
+        self.run(move |c| async move {
+            ops::release(&c, &trace_id, attempt).await?;
+            self.wakes.tell_others(Wake::Invocations);
+            Ok(())
+        })
+    }
+
+    fn next_due(&self, _now: Millis) -> StoreFuture<'_, Option<Duration>> {
+        self.run(move |c| async move { ops::next_due(&c).await })
+    }
+
+    fn add_callback(&self, trace_id: &str, callback: Callback, _now: Millis) -> StoreFuture<'_, CallbackReceipt> {
+        let trace_id = trace_id.to_owned();
+        self.run(move |mut c| async move {
+            let (receipt, due) = ops::add_callback(&mut c, &trace_id, &callback).await?;
+            if due {
+                self.wakes.tell_others(Wake::Invocations);
+            }
+            Ok(receipt)
+        })
+    }
+
+    fn cancel(
+        &self,
+        trace_id: &str,
+        err: &str,
+        _now: Millis,
+        finish_callback: Option<FinishCallback>,
+    ) -> StoreFuture<'_, CancelOutcome> {
+        let (trace_id, err) = (trace_id.to_owned(), err.to_owned());
+        self.run(move |mut c| async move {
+            let outcome = ops::cancel(&mut c, &trace_id, &err, finish_callback.as_ref()).await?;
+            if outcome == CancelOutcome::Cancelled && finish_callback.is_some() {
+                self.wakes.tell_others(Wake::Outbox);
+            }
+            Ok(outcome)
+        })
+    }
+
+    fn claim_outbox(&self, _now: Millis, limit: usize, lease: Duration) -> StoreFuture<'_, Vec<OutboxItem>> {
+        self.run(move |c| async move { ops::claim_outbox(&c, limit, lease).await })
+    }
+
+    fn finish_delivery(&self, id: i64, delivery: Delivery, _now: Millis) -> StoreFuture<'_, ()> {
+        self.run(move |c| async move { ops::finish_delivery(&c, id, &delivery).await })
+    }
+
+    fn next_outbox_due(&self, _now: Millis) -> StoreFuture<'_, Option<Duration>> {
+        self.run(move |c| async move { ops::next_outbox_due(&c).await })
+    }
+
+    fn purge_finished(&self, _now: Millis, keep: Duration, limit: usize) -> StoreFuture<'_, Vec<String>> {
+        self.run(move |c| async move { ops::purge_finished(&c, keep, limit).await })
+    }
+
+    fn stats(&self, _now: Millis) -> StoreFuture<'_, StoreStats> {
+        self.run(move |c| async move { ops::stats(&c).await })
+    }
+
+    fn history(&self, query: HistoryQuery) -> StoreFuture<'_, HistoryPage> {
+        self.run(move |c| async move { ops::history(&c, &query).await })
+    }
+
+    fn executes(&self, trace_id: &str) -> StoreFuture<'_, Option<Vec<ExecuteRecord>>> {
+        let trace_id = trace_id.to_owned();
+        self.run(move |c| async move { ops::executes(&c, &trace_id).await })
+    }
+
+    fn check_writable(&self) -> StoreFuture<'_, ()> {
+        self.run(move |c| async move { ops::write_probe(&c).await })
+    }
+
+    fn woken(&self, what: Wake) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.wakes.woken(what).await;
+            Ok(())
+        })
+    }
+
+    /// A notification from another node may be lost (a reconnect): look at least every second.
+    fn max_idle(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}

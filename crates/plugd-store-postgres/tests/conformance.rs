@@ -1,0 +1,15 @@
+//! The store conformance suite (`plugd-store-tests`) on PostgreSQL: each case on a database of its
+//! own, created from `PLUGD_TEST_POSTGRES_URL` and dropped afterwards (skipped, saying so, when unset).
+
+use std::sync::Arc;
+
+use plugd_store_postgres::{PgOptions, PgStore};
+use plugd_store_tests::{Harness, TestDatabase};
+
+async fn open() -> Option<Harness> {
+    let database = TestDatabase::create("the PostgreSQL conformance suite").await?;
+    let store = PgStore::open(database.url(), PgOptions::default()).await.unwrap();
+    Some(Harness::new(Arc::new(store), Some(Box::pin(database.drop_database()))))
+}
+
+plugd_store_tests::conformance!(open);

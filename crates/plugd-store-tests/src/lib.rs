@@ -1,0 +1,94 @@
+/*!
+The store conformance suite: one set of cases written against `dyn Store`, which every store crate
+runs from its own `tests/` (as Sentry taskbroker runs each store test once per adapter):
+
+```ignore
+async fn open() -> Option<plugd_store_tests::Harness> { /* a fresh, empty store */ }
+plugd_store_tests::conformance!(open);
+```
+
+Cases run on real time with short waits, never on a clock the test picks, so that a store that
+keeps its own clock (PostgreSQL's `now()`) passes the same cases as one that takes the caller's.
+
+[`TestDatabase`] makes a PostgreSQL database of its own for one test, from `PLUGD_TEST_POSTGRES_URL`,
+and drops it afterwards.
+*/
+#![deny(missing_docs)]
+
+pub mod cases;
+mod postgres;
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use plugd_core::store::Store;
+
+pub use postgres::TestDatabase;
+
+/// What cleans up after a store: drops a test database, removes a folder.
+pub type Cleanup = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A fresh, empty store for one case, and what removes it afterwards.
+pub struct Harness {
+    /// The store under test.
+    pub store: Arc<dyn Store>,
+    cleanup: Option<Cleanup>,
+}
+
+impl Harness {
+    /// A harness over `store`; `cleanup` runs after the case, passed or failed.
+    pub fn new(store: Arc<dyn Store>, cleanup: Option<Cleanup>) -> Harness {
+        Harness { store, cleanup }
+    }
+
+    /// Runs `case`, then the cleanup, then fails if the case failed.
+    pub async fn run<F, Fut>(self, case: F)
+    where
+        F: FnOnce(Arc<dyn Store>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let Harness { store, cleanup } = self;
+        let outcome = AssertUnwindSafe(case(store)).catch_unwind().await;
+        if let Some(cleanup) = cleanup {
+            cleanup.await;
+        }
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// Declares one `#[tokio::test]` per conformance case, each on a store from `$open`
+/// (`async fn() -> Option<Harness>`; `None` skips, after the function said why).
+#[macro_export]
+macro_rules! conformance {
+    ($open:path) => {
+        $crate::conformance!(@cases $open;
+            insert_get_and_conflict,
+            polls_are_claimed_when_due_leased_and_fenced,
+            callbacks_early_once_per_wait_and_retries_answered,
+            a_wait_for_a_callback_comes_due_at_its_timeout,
+            cancel_fails_pending_invocations_and_fences_running_executes,
+            the_outbox_is_claimed_retried_then_given_up,
+            retention_purges_finished_invocations_only,
+            stats_and_writes,
+            the_secret_is_created_once,
+            concurrent_claimers_never_share_an_invocation,
+            concurrent_inserts_all_land,
+            history_filters_and_pages,
+        );
+    };
+    (@cases $open:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                if let Some(harness) = $open().await {
+                    harness.run($crate::cases::$case).await;
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,48 @@
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{stderr_lines, try_request, Plugd, Running};
+
+#[test]
+fn dev_serves_a_folder_and_the_built_ins_and_prints_the_panel() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("greet-dev");
+    std::fs::create_dir_all(&plugin).unwrap();
+    std::fs::write(
+        plugin.join("plugin.yaml"),
+        "id: greet-dev\nversion: 0.1.0\ndescription: a folder plugin\nentry:\n  start: [sh, \"-c\", \"exit 0\"]\n",
+    )
+    .unwrap();
+    let mut child = Running::new(Plugd::new(&["dev", "--listen", "127.0.0.1:0", plugin.to_str().unwrap()]).spawn());
+    let pid = child.id();
+    let lines = stderr_lines(child.child());
+    let panel = loop {
+        let line = lines.recv_timeout(Duration::from_secs(30)).expect("plugd dev prints the panel's URL");
+        if let Some(url) = line.split("debug panel at ").nth(1) {
+            break url.trim().to_owned();
+        }
+    };
+    let (status, page) = try_request("GET", &panel, "").unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>plugd</title>"), "{page}");
+    let (status, body) = try_request("GET", &format!("{panel}ui/api/plugins"), "").unwrap();
+    assert_eq!(status, 200);
+    let plugins: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> =
+        plugins["data"]["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"greet-dev") && names.contains(&"hello"), "{names:?}");
+    let temp = std::env::temp_dir().join(format!("plugd-dev-{pid}"));
+    assert!(temp.join("plugd.db").exists(), "the database is in a temporary folder");
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = child.release().wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!temp.exists(), "the temporary database is removed on exit");
+}
+
+#[test]
+fn dev_stays_on_loopback() {
+    let out = Plugd::new(&["dev", "--listen", "0.0.0.0:0"]).run().assert_code(2);
+    assert!(out.stderr.contains("loopback only"), "{}", out.stderr);
+}
