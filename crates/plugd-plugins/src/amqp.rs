@@ -57,11 +57,27 @@ impl Package {
     }
 }
 
+/// The one variant rez releases for a package without variants: the package's handle with
+/// `"index": null`, and its key's `.package` made `.variant` (`filesystem.variant`).
+fn default_variant(package_handle: &Value) -> Value {
+    let mut handle = package_handle.clone();
+    if let Some(key) = handle.get_mut("key") {
+        if let Some(text) = key.as_str().and_then(|k| k.strip_suffix(".package")) {
+            *key = Value::String(format!("{text}.variant"));
+        }
+    }
+    if let Some(Value::Object(variables)) = handle.get_mut("variables") {
+        variables.insert("index".into(), Value::Null);
+    }
+    json!({"handle": handle})
+}
+
 /// Inputs of `amqp`.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct Inputs {
     /// `amqp://user@host:port/vhost`; put the password in `password_env`, not here. `stdout`
-    /// publishes nothing: the message is only logged and returned (rez's special host).
+    /// publishes nothing: the message is printed (on stderr, `Published to <routing key>: <JSON>`)
+    /// and returned (rez's special host).
     pub url: String,
     /// The environment variable holding the broker password.
     #[serde(default)]
@@ -84,9 +100,11 @@ pub struct Inputs {
     pub message_attributes: Map<String, Value>,
     /// The released package.
     pub package: Package,
-    /// The released variants.
+    /// The released variants, each `{"handle": {...}}` (default: rez's one variant of a package
+    /// without variants, index null, its handle the package's with `"index": null`; `[]` when
+    /// nothing was released).
     #[serde(default)]
-    pub variants: Vec<Value>,
+    pub variants: Option<Vec<Value>>,
     /// Seconds allowed to connect, publish and be confirmed.
     #[serde(default = "default_timeout")]
     pub timeout: u64,
@@ -107,16 +125,18 @@ pub struct Outputs {
 pub fn release_message(inputs: &Inputs) -> Value {
     let package = &inputs.package;
     let user = package.user.clone().unwrap_or_else(crate::system::user);
+    let handle = package.handle.clone().unwrap_or_else(|| package.filesystem_handle());
+    let variants = inputs.variants.clone().unwrap_or_else(|| vec![default_variant(&handle)]);
     let mut message = json!({
         "package": {
             "name": package.name,
             "version": package.version,
             "qualified_name": package.qualified_name.clone().unwrap_or_else(|| format!("{}-{}", package.name, package.version)),
             "uri": package.uri.clone().unwrap_or_default(),
-            "handle": package.handle.clone().unwrap_or_else(|| package.filesystem_handle()),
+            "handle": handle,
             "user": user,
         },
-        "variants": inputs.variants,
+        "variants": variants,
     });
     if let Value::Object(fields) = &mut message {
         fields.extend(inputs.message_attributes.clone());
@@ -164,7 +184,8 @@ impl Plugin for Amqp {
     async fn execute(&self, inputs: Inputs, ctx: &mut Context<Empty>) -> Result<Outcome, PluginError> {
         let message = release_message(&inputs);
         if inputs.url == "stdout" {
-            tracing::info!(routing_key = %inputs.routing_key, "not published (url: stdout): {message}");
+            // As rez prints it with host `stdout` (on stderr here: stdout is for `--json`).
+            eprintln!("Published to {}: {message}", inputs.routing_key);
             ctx.set_outputs(&Outputs { exchange: inputs.exchange, routing_key: inputs.routing_key, message })?;
             return Ok(Outcome::Success);
         }
@@ -217,6 +238,34 @@ impl Plugin for Amqp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn inputs(value: Value) -> Inputs {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn no_variants_given_is_rez_one_variant_with_index_null() {
+        let package = json!({"name": "foo", "version": "1.2.0", "uri": "/r/foo/1.2.0/package.py", "user": "u"});
+        let message = release_message(&inputs(json!({"url": "stdout", "package": package})));
+        assert_eq!(
+            message["variants"],
+            json!([{"handle": {"key": "filesystem.variant", "variables": {
+                "location": "/r", "name": "foo", "version": "1.2.0", "index": null, "repository_type": "filesystem"}}}])
+        );
+        assert_eq!(message["package"]["handle"]["key"], "filesystem.package");
+        assert!(message["package"]["handle"]["variables"].get("index").is_none());
+        // Nothing released (every variant skipped): rez says [] too.
+        let message = release_message(&inputs(json!({"url": "stdout", "package": package, "variants": []})));
+        assert_eq!(message["variants"], json!([]));
+        // Another repository's handle: its variant is the same handle with an index.
+        let handle = json!({"key": "memory.package", "variables": {"name": "foo", "version": "1.2.0"}});
+        let package = json!({"name": "foo", "version": "1.2.0", "handle": handle});
+        let message = release_message(&inputs(json!({"url": "stdout", "package": package})));
+        assert_eq!(
+            message["variants"],
+            json!([{"handle": {"key": "memory.variant", "variables": {"name": "foo", "version": "1.2.0", "index": null}}}])
+        );
+    }
 
     #[test]
     fn passwords_never_show() {

@@ -90,7 +90,7 @@ impl AppState {
                 self.store.insert(new).await?;
                 self.metrics.invokes.fetch_add(1, Ordering::Relaxed);
                 if waits {
-                    self.wake_scheduler.notify_one();
+                    self.wake_scheduler_for(invocation.state, poll_after);
                 }
                 return Ok(Advanced::Recorded(Box::new(invocation)));
             }
@@ -120,7 +120,7 @@ impl AppState {
             self.metrics.lost_claims.fetch_add(1, Ordering::Relaxed);
             return Ok(Advanced::Lost);
         }
-        self.wake_scheduler.notify_one();
+        self.wake_scheduler_for(step.state, step.poll_after);
         invocation.apply(step);
         Ok(Advanced::Recorded(Box::new(invocation)))
     }

@@ -205,6 +205,7 @@ fn describe(method: &str, path: &str) -> Operation {
         .error("400", invalid_input)
         .error("403", scope)
         .error("404", "The plugin has no such API.")
+        .error("501", "A Python project's views need Django and Django REST framework in its environment.")
         .error("default", "The plugin API failed with a status of its choosing."),
         (_, "/plugin_api/{*path}") => {
             let mut operation = Operation::new(
@@ -212,6 +213,7 @@ fn describe(method: &str, path: &str) -> Operation {
                 json_response("The plugin API's reply, as it is.", json!({})),
             )
             .error("404", "The plugin has no such API.")
+            .error("501", "A Python project's views need Django and Django REST framework in its environment.")
             .error("default", "The plugin API failed with a status of its choosing.");
             if method == "post" {
                 operation = operation

@@ -7,6 +7,7 @@
 //! at-least-once).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,12 +74,16 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
                 Duration::from_secs(1)
             }
         };
+        // Set after reading the next due time: what comes due later than this sleep is found when it ends.
+        let until = plugd_core::store::millis_after(now_ms(), sleep_for).max(1);
+        state.scheduler_sleeps_until.store(until, Ordering::Release);
         tokio::select! {
             () = tokio::time::sleep(sleep_for) => {}
             () = state.wake_scheduler.notified() => {}
             _ = state.store.woken(Wake::Invocations) => {}
             () = shutdown.cancelled() => break,
         }
+        state.scheduler_sleeps_until.store(0, Ordering::Release);
     }
     shut_down(&state, tasks, running).await;
 }

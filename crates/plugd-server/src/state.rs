@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::ops::Deref;
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +25,25 @@ pub(crate) fn now_ms() -> Millis {
 #[derive(Clone)]
 pub(crate) struct AppState(Arc<Inner>);
 
+impl Inner {
+    /// Wakes the scheduler for an invocation an execute left in `state`, due after `poll_after` in
+    /// state POLL: unless it is final, or due no earlier than the scheduler looks anyway (it reads
+    /// the next due time from the store after each claim, so a sleep it planned covers the rest).
+    pub(crate) fn wake_scheduler_for(&self, state: plugd_sdk::State, poll_after: Option<std::time::Duration>) {
+        use plugd_sdk::State;
+        let due = match state {
+            State::Success | State::Fail => return,
+            State::Poll => plugd_core::store::millis_after(now_ms(), poll_after.unwrap_or_default()),
+            // Due now if a callback waits for it.
+            State::Empty | State::Callback => 0,
+        };
+        let sleeps_until = self.scheduler_sleeps_until.load(std::sync::atomic::Ordering::Acquire);
+        if sleeps_until == 0 || due < sleeps_until {
+            self.wake_scheduler.notify_one();
+        }
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) registry: Arc<Registry>,
     pub(crate) store: Arc<dyn Store>,
@@ -34,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) logs: LogCapture,
     /// Something may have become due earlier than the scheduler planned.
     pub(crate) wake_scheduler: Notify,
+    /// Until when (`now_ms`) the scheduler sleeps; 0 while it is awake (claiming, or about to).
+    pub(crate) scheduler_sleeps_until: AtomicI64,
     /// A finish callback was enqueued.
     pub(crate) wake_outbox: Notify,
     /// Plugin APIs by plugin name, newest version's routes first.
@@ -72,6 +94,7 @@ impl AppState {
             metrics: Metrics::new(),
             logs,
             wake_scheduler: Notify::new(),
+            scheduler_sleeps_until: AtomicI64::new(0),
             wake_outbox: Notify::new(),
             api_routes,
             report_files: ReportFiles { workspace: config.workspace.clone(), cap: config.max_report_bytes },

@@ -19,6 +19,7 @@ The PostgreSQL store of plugd: several identical `plugd serve` nodes on one data
 */
 #![deny(missing_docs)]
 
+mod batch;
 mod config;
 mod migrations;
 mod ops;
@@ -26,6 +27,7 @@ mod tls;
 mod transfer;
 mod wake;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +65,10 @@ pub struct PgStore {
     url: PgUrl,
     timeout: Duration,
     wakes: Arc<wake::Wakes>,
+    /// Inserts, group-committed.
+    inserts: batch::Batcher<NewInvocation, ()>,
+    /// Completions, group-committed.
+    completions: batch::Batcher<Completion, bool>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -138,7 +144,26 @@ impl PgStore {
             .recycle_timeout(Some(options.timeout))
             .build()
             .map_err(|e| unavailable(format!("cannot build the connection pool: {e}")))?;
-        let store = PgStore { pool, url, timeout: options.timeout, wakes: wake::Wakes::new() };
+        // Batches in flight at once per operation; the rest of the pool serves everything else.
+        let parallel = (options.pool_size / 4).max(1);
+        let writer = pool.clone();
+        let inserts = batch::Batcher::start(BATCH, parallel, options.timeout, move |batch: Vec<NewInvocation>| {
+            let pool = writer.clone();
+            async move {
+                let exists = || StoreError::new(StoreErrorKind::Conflict, "PostgreSQL: the trace id exists");
+                let written = write_batch(&pool, batch).await;
+                written
+                    .into_iter()
+                    .map(|r| r.and_then(|inserted| if inserted { Ok(()) } else { Err(exists()) }))
+                    .collect()
+            }
+        });
+        let writer = pool.clone();
+        let completions = batch::Batcher::start(BATCH, parallel, options.timeout, move |batch: Vec<Completion>| {
+            let pool = writer.clone();
+            async move { write_batch(&pool, batch).await }
+        });
+        let store = PgStore { pool, url, timeout: options.timeout, wakes: wake::Wakes::new(), inserts, completions };
         let mut conn = store.conn().await.map_err(|e| StoreError::new(e.kind, store.explain(&e.message)))?;
         match migrations::migrate(&mut conn).await.map_err(pg_error)? {
             Ok(()) => {}
@@ -187,6 +212,66 @@ impl PgStore {
     }
 }
 
+/// Most requests written in one batch.
+const BATCH: usize = 512;
+
+/// An operation written in batches (see [`batch`]).
+trait Batched: Send + Sync + Sized + 'static {
+    /// What two requests of one batch must not share.
+    fn key(&self) -> &str;
+    /// Writes `batch` (keys distinct) in one transaction: whether each took effect.
+    fn write<'a>(c: &'a mut Object, batch: &'a [Self]) -> StoreFuture<'a, Vec<bool>>;
+}
+
+impl Batched for NewInvocation {
+    fn key(&self) -> &str {
+        &self.invocation.trace_id
+    }
+    fn write<'a>(c: &'a mut Object, batch: &'a [Self]) -> StoreFuture<'a, Vec<bool>> {
+        Box::pin(ops::insert_batch(c, batch))
+    }
+}
+
+impl Batched for Completion {
+    fn key(&self) -> &str {
+        &self.trace_id
+    }
+    fn write<'a>(c: &'a mut Object, batch: &'a [Self]) -> StoreFuture<'a, Vec<bool>> {
+        Box::pin(ops::complete_batch(c, batch))
+    }
+}
+
+/// Writes `items`, in rounds of distinct keys (a second request of one key goes in the next round,
+/// after the first committed); when a round fails for a reason other than the database being away
+/// (one request's bad data), each of its requests is written alone, so it fails alone.
+async fn write_batch<T: Batched>(pool: &Pool, items: Vec<T>) -> Vec<Result<bool, StoreError>> {
+    let mut results: Vec<Option<Result<bool, StoreError>>> = (0..items.len()).map(|_| None).collect();
+    let mut pending: Vec<(usize, T)> = items.into_iter().enumerate().collect();
+    while !pending.is_empty() {
+        let mut seen = HashSet::new();
+        let (round, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(_, t)| seen.insert(t.key().to_owned()));
+        pending = later;
+        let (index, round): (Vec<usize>, Vec<T>) = round.into_iter().unzip();
+        match write_once(pool, &round).await {
+            Ok(flags) => index.iter().zip(flags).for_each(|(&i, f)| results[i] = Some(Ok(f))),
+            Err(e) if round.len() > 1 && e.kind != StoreErrorKind::Unavailable => {
+                for (&i, item) in index.iter().zip(&round) {
+                    let alone = write_once(pool, std::slice::from_ref(item)).await;
+                    results[i] = Some(alone.map(|flags| flags.first().copied().unwrap_or(false)));
+                }
+            }
+            Err(e) => index.iter().for_each(|&i| results[i] = Some(Err(e.clone()))),
+        }
+    }
+    let lost = || StoreError::new(StoreErrorKind::Data, "a batch lost a result");
+    results.into_iter().map(|r| r.unwrap_or_else(|| Err(lost()))).collect()
+}
+
+async fn write_once<T: Batched>(pool: &Pool, batch: &[T]) -> Result<Vec<bool>, StoreError> {
+    let mut conn = pool.get().await.map_err(pool_error)?;
+    T::write(&mut conn, batch).await
+}
+
 fn humantime_secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
@@ -205,8 +290,8 @@ impl Store for PgStore {
 
     fn insert(&self, new: NewInvocation) -> StoreFuture<'_, ()> {
         let waits = !new.invocation.state.is_final();
-        self.run(move |mut c| async move {
-            ops::insert(&mut c, &new).await?;
+        Box::pin(async move {
+            self.inserts.call(new).await?;
             if waits {
                 self.wakes.tell_others(Wake::Invocations);
             }
@@ -236,7 +321,7 @@ impl Store for PgStore {
 
     fn claim(&self, _now: Millis, limit: usize, owner: &str, lease: Duration) -> StoreFuture<'_, Vec<Claim>> {
         let owner = owner.to_owned();
-        self.run(move |mut c| async move { ops::claim(&mut c, limit, &owner, lease).await })
+        self.run(move |c| async move { ops::claim(&c, limit, &owner, lease).await })
     }
 
     fn renew(&self, trace_id: &str, attempt: i64, _now: Millis, lease: Duration) -> StoreFuture<'_, bool> {
@@ -246,8 +331,8 @@ impl Store for PgStore {
 
     fn complete(&self, completion: Completion) -> StoreFuture<'_, bool> {
         let outbox = completion.finish_callback.is_some();
-        self.run(move |mut c| async move {
-            let done = ops::complete(&mut c, &completion).await?;
+        Box::pin(async move {
+            let done = self.completions.call(completion).await?;
             if done && outbox {
                 self.wakes.tell_others(Wake::Outbox);
             }

@@ -1,7 +1,9 @@
 //! The SQL of every store operation. Times come from the database (`plugd_now_ms()`); the rules
 //! (when next, what a claim carries) from `plugd_core::schedule`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Object};
@@ -11,9 +13,10 @@ use plugd_core::store::{
     HistoryQuery, InvocationSummary, Millis, NewInvocation, OutboxItem, ReportFile, StoreError, StoreStats,
     StoredInvocation,
 };
-use plugd_core::{Invocation, Trigger};
+use plugd_core::Invocation;
 use plugd_sdk::{Callback, State};
 use serde_json::{Map, Value};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::{data_error, pg_error};
@@ -26,6 +29,32 @@ const MAX_LOG_CHARS: i32 = 64 * 1024;
 pub(crate) const COLUMNS: &str = "trace_id, plugin, version, state, invoke_count, inputs, context, storage, outputs, err, \
                        created_at, updated_at, finish_at, next_run_at, lease_owner, lease_expires_at, attempt, deadline_at, created_by, \
                        callback_deadline_at, callback_timeout_ms";
+
+type PgFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send + 'a>>;
+
+/// Statements prepared once per connection (deadpool's cache): a query is one round trip, not two
+/// (parse, then bind and execute).
+pub(crate) trait Cached {
+    fn cached_query<'a>(&'a self, sql: &'a str, params: &'a [&'a (dyn ToSql + Sync)]) -> PgFuture<'a, Vec<Row>>;
+    fn cached_query_one<'a>(&'a self, sql: &'a str, params: &'a [&'a (dyn ToSql + Sync)]) -> PgFuture<'a, Row>;
+    fn cached_query_opt<'a>(&'a self, sql: &'a str, params: &'a [&'a (dyn ToSql + Sync)]) -> PgFuture<'a, Option<Row>>;
+    fn cached_execute<'a>(&'a self, sql: &'a str, params: &'a [&'a (dyn ToSql + Sync)]) -> PgFuture<'a, u64>;
+}
+
+impl<C: GenericClient> Cached for C {
+    fn cached_query<'a>(&'a self, sql: &'a str, params: &'a [&'a (dyn ToSql + Sync)]) -> PgFuture<'a, Vec<Row>> {
+        Box::pin(async move { self.query(&self.prepare_cached(sql).await?, params).await })
+    }
+    fn cached_query_one<'a>(&'a self, sql: &'a str, params: &'a [&'a (dyn ToSql + Sync)]) -> PgFuture<'a, Row> {
+        Box::pin(async move { self.query_one(&self.prepare_cached(sql).await?, params).await })
+    }
+    fn cached_query_opt<'a>(&'a self, sql: &'a str, params: &'a [&'a (dyn ToSql + Sync)]) -> PgFuture<'a, Option<Row>> {
+        Box::pin(async move { self.query_opt(&self.prepare_cached(sql).await?, params).await })
+    }
+    fn cached_execute<'a>(&'a self, sql: &'a str, params: &'a [&'a (dyn ToSql + Sync)]) -> PgFuture<'a, u64> {
+        Box::pin(async move { self.execute(&self.prepare_cached(sql).await?, params).await })
+    }
+}
 
 pub(crate) fn millis(d: Duration) -> i64 {
     // Far beyond any real wait, and far from overflowing when added to a time.
@@ -86,30 +115,20 @@ fn timeout_ms(plan: &Plan) -> Option<i64> {
 
 pub(crate) async fn secret(c: &Object, generate: Vec<u8>) -> Res<Vec<u8>> {
     // Nodes starting together: the first insert wins, the others wait for it and read its secret.
-    c.execute("INSERT INTO settings (key, value) VALUES ('callback_secret', $1) ON CONFLICT DO NOTHING", &[&generate])
-        .await
-        .map_err(pg_error)?;
-    let row = c.query_one("SELECT value FROM settings WHERE key = 'callback_secret'", &[]).await.map_err(pg_error)?;
-    Ok(row.get(0))
-}
-
-async fn append_logs(c: &impl GenericClient, trace_id: &str, text: &str) -> Res<()> {
-    if text.is_empty() {
-        return Ok(());
-    }
-    c.execute(
-        "INSERT INTO logs (trace_id, text) VALUES ($1, right($2, $3))
-         ON CONFLICT (trace_id) DO UPDATE SET text = right(logs.text || excluded.text, $3)",
-        &[&trace_id, &text, &MAX_LOG_CHARS],
+    c.cached_execute(
+        "INSERT INTO settings (key, value) VALUES ('callback_secret', $1) ON CONFLICT DO NOTHING",
+        &[&generate],
     )
     .await
     .map_err(pg_error)?;
-    Ok(())
+    let row =
+        c.cached_query_one("SELECT value FROM settings WHERE key = 'callback_secret'", &[]).await.map_err(pg_error)?;
+    Ok(row.get(0))
 }
 
 async fn append_reports(c: &impl GenericClient, trace_id: &str, reports: &[Value], files: &[ReportFile]) -> Res<()> {
     for report in reports {
-        c.execute(
+        c.cached_execute(
             "INSERT INTO reports (trace_id, seq, report)
              VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM reports WHERE trace_id = $1), $2)",
             &[&trace_id, &report.to_string()],
@@ -118,7 +137,7 @@ async fn append_reports(c: &impl GenericClient, trace_id: &str, reports: &[Value
         .map_err(pg_error)?;
     }
     for file in files {
-        c.execute(
+        c.cached_execute(
             "INSERT INTO report_files (trace_id, path, content) VALUES ($1, $2, $3)
              ON CONFLICT (trace_id, path) DO UPDATE SET content = excluded.content",
             &[&trace_id, &file.path, &file.content],
@@ -130,38 +149,10 @@ async fn append_reports(c: &impl GenericClient, trace_id: &str, reports: &[Value
 }
 
 async fn enqueue(c: &impl GenericClient, trace_id: &str, callback: &FinishCallback) -> Res<()> {
-    c.execute(
+    c.cached_execute(
         "INSERT INTO outbox (trace_id, url, body, next_attempt_at, created_at)
          VALUES ($1, $2, $3, plugd_now_ms(), plugd_now_ms())",
         &[&trace_id, &callback.url, &callback.body],
-    )
-    .await
-    .map_err(pg_error)?;
-    Ok(())
-}
-
-/// One execute, for the timeline.
-struct Execute<'a> {
-    trigger: &'static str,
-    invoke_count: u32,
-    state: State,
-    err: Option<&'a str>,
-}
-
-/// Records an execute that ended at `now` after running `duration`.
-async fn append_execute(
-    c: &impl GenericClient,
-    trace_id: &str,
-    e: &Execute<'_>,
-    now: Millis,
-    duration: Duration,
-) -> Res<()> {
-    let micros = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX);
-    let started_at = now.saturating_sub(micros / 1000);
-    c.execute(
-        "INSERT INTO executes (trace_id, seq, trigger, invoke_count, started_at, duration_us, state, err)
-         VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM executes WHERE trace_id = $1), $2, $3, $4, $5, $6, $7)",
-        &[&trace_id, &e.trigger, &i64::from(e.invoke_count), &started_at, &micros, &i16::from(e.state.code()), &e.err],
     )
     .await
     .map_err(pg_error)?;
@@ -173,7 +164,7 @@ pub(crate) async fn executes(c: &Object, trace_id: &str) -> Res<Option<Vec<Execu
         return Ok(None);
     }
     let rows = c
-        .query(
+        .cached_query(
             "SELECT trigger, invoke_count, started_at, duration_us, state, err FROM executes
              WHERE trace_id = $1 ORDER BY seq",
             &[&trace_id],
@@ -202,7 +193,7 @@ pub(crate) async fn history(c: &Object, q: &HistoryQuery) -> Res<HistoryPage> {
                   AND ($4::TEXT IS NULL OR created_by IS NULL OR created_by = $4)";
     let state = q.state.map(|s| i16::from(s.code()));
     let total: i64 = c
-        .query_one(
+        .cached_query_one(
             &format!("SELECT COUNT(*) FROM invocations WHERE {filter}"),
             &[&q.plugin, &q.version, &state, &q.created_by],
         )
@@ -212,7 +203,7 @@ pub(crate) async fn history(c: &Object, q: &HistoryQuery) -> Res<HistoryPage> {
     let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
     let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
     let rows = c
-        .query(
+        .cached_query(
             &format!(
                 "SELECT trace_id, plugin, version, state, invoke_count, err, created_at, finish_at FROM invocations
                  WHERE {filter} ORDER BY created_at DESC, trace_id DESC LIMIT $5 OFFSET $6"
@@ -243,7 +234,7 @@ pub(crate) async fn history(c: &Object, q: &HistoryQuery) -> Res<HistoryPage> {
 /// callback that arrives before it), and returns the database's now.
 async fn lock_trace(c: &impl GenericClient, trace_id: &str) -> Res<Millis> {
     let row = c
-        .query_one(
+        .cached_query_one(
             "SELECT plugd_now_ms() FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) AS locked",
             &[&trace_id],
         )
@@ -252,62 +243,171 @@ async fn lock_trace(c: &impl GenericClient, trace_id: &str) -> Res<Millis> {
     Ok(row.get(0))
 }
 
-async fn has_pending_callbacks(c: &impl GenericClient, trace_id: &str) -> Res<bool> {
-    let row = c
-        .query_one("SELECT EXISTS (SELECT 1 FROM callbacks WHERE trace_id = $1 AND consumed_at IS NULL)", &[&trace_id])
+/// Inserts a batch of new invocations (trace ids distinct) in one transaction: `Err` for the batch as
+/// a whole, otherwise whether each was inserted (`false`: its trace id exists).
+///
+/// Inserts in state CALLBACK take the advisory lock of their trace id (in one order, so batches never
+/// deadlock) before looking for callbacks that came first, as [`add_callback`] takes it before
+/// looking for the invocation: an early callback is never missed.
+pub(crate) async fn insert_batch(c: &mut Object, batch: &[NewInvocation]) -> Res<Vec<bool>> {
+    let tx = c.transaction().await.map_err(pg_error)?;
+    let locked: Vec<&str> = batch
+        .iter()
+        .filter(|n| n.invocation.state == State::Callback)
+        .map(|n| n.invocation.trace_id.as_str())
+        .collect();
+    let now: Millis = tx
+        .cached_query_one(
+            "SELECT plugd_now_ms(), (SELECT COUNT(pg_advisory_xact_lock(k)) FROM (
+                 SELECT DISTINCT hashtextextended(id, 0) AS k FROM unnest($1::TEXT[]) AS id ORDER BY k) AS keys)",
+            &[&locked],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    // A statement of its own: its snapshot is taken once the locks are held.
+    let waiting: HashSet<String> = if locked.is_empty() {
+        HashSet::new()
+    } else {
+        tx.cached_query(
+            "SELECT DISTINCT trace_id FROM callbacks WHERE trace_id = ANY($1) AND consumed_at IS NULL",
+            &[&locked],
+        )
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    let n = batch.len();
+    let mut a = InsertArrays::with_capacity(n);
+    for new in batch {
+        let inv = &new.invocation;
+        let deadline_at = schedule::deadline_at(now, new.deadline);
+        let waits = waiting.contains(&inv.trace_id);
+        let plan = schedule::plan(inv.state, new.poll_after, new.callback_timeout, deadline_at, waits, now);
+        let micros = i64::try_from(new.duration.as_micros()).unwrap_or(i64::MAX);
+        a.trace_id.push(inv.trace_id.as_str());
+        a.plugin.push(inv.plugin.as_str());
+        a.version.push(inv.version.as_str());
+        a.state.push(i16::from(inv.state.code()));
+        a.invoke_count.push(i64::from(inv.invoke_count));
+        a.inputs.push(inv.inputs.to_string());
+        a.context.push(inv.context.to_string());
+        a.storage.push(object_text(&inv.storage)?);
+        a.outputs.push(object_text(&inv.outputs)?);
+        a.err.push(inv.err.as_deref());
+        a.finish_at.push(plan.finish_at);
+        a.next_run_at.push(plan.next_run_at);
+        a.deadline_at.push(deadline_at);
+        a.created_by.push(new.created_by.as_deref());
+        a.callback_deadline_at.push(plan.callback_deadline_at);
+        a.callback_timeout_ms.push(timeout_ms(&plan));
+        a.logs.push(new.logs.as_str());
+        a.started_at.push(now.saturating_sub(micros / 1000));
+        a.duration_us.push(micros);
+    }
+    let rows = tx
+        .cached_query(
+            &format!(
+                "WITH new AS (
+                     SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::SMALLINT[], $5::BIGINT[], $6::TEXT[],
+                                          $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::BIGINT[], $12::BIGINT[],
+                                          $13::BIGINT[], $14::TEXT[], $15::BIGINT[], $16::BIGINT[], $17::TEXT[],
+                                          $18::BIGINT[], $19::BIGINT[])
+                         AS n(trace_id, plugin, version, state, invoke_count, inputs, context, storage, outputs, err,
+                              finish_at, next_run_at, deadline_at, created_by, callback_deadline_at, callback_timeout_ms,
+                              log_text, started_at, duration_us)
+                 ), ins AS (
+                     INSERT INTO invocations ({COLUMNS})
+                     SELECT trace_id, plugin, version, state, invoke_count, inputs, context, storage, outputs, err,
+                            $20::BIGINT, $20::BIGINT, finish_at, next_run_at, NULL::TEXT, NULL::BIGINT, 0::BIGINT,
+                            deadline_at, created_by, callback_deadline_at, callback_timeout_ms
+                     FROM new ORDER BY trace_id
+                     ON CONFLICT (trace_id) DO NOTHING
+                     RETURNING trace_id
+                 ), lg AS (
+                     INSERT INTO logs (trace_id, text)
+                     SELECT n.trace_id, right(n.log_text, $21::INT) FROM new n JOIN ins ON ins.trace_id = n.trace_id
+                     WHERE n.log_text <> ''
+                     ON CONFLICT (trace_id) DO UPDATE SET text = right(logs.text || excluded.text, $21::INT)
+                 ), ex AS (
+                     INSERT INTO executes (trace_id, seq, trigger, invoke_count, started_at, duration_us, state, err)
+                     SELECT n.trace_id, (SELECT COALESCE(MAX(e.seq), 0) + 1 FROM executes e WHERE e.trace_id = n.trace_id),
+                            'start', n.invoke_count, n.started_at, n.duration_us, n.state, n.err
+                     FROM new n JOIN ins ON ins.trace_id = n.trace_id
+                 )
+                 SELECT trace_id FROM ins"
+            ),
+            &[
+                &a.trace_id,
+                &a.plugin,
+                &a.version,
+                &a.state,
+                &a.invoke_count,
+                &a.inputs,
+                &a.context,
+                &a.storage,
+                &a.outputs,
+                &a.err,
+                &a.finish_at,
+                &a.next_run_at,
+                &a.deadline_at,
+                &a.created_by,
+                &a.callback_deadline_at,
+                &a.callback_timeout_ms,
+                &a.logs,
+                &a.started_at,
+                &a.duration_us,
+                &now,
+                &MAX_LOG_CHARS,
+            ],
+        )
         .await
         .map_err(pg_error)?;
-    Ok(row.get(0))
+    let inserted: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    for new in batch.iter().filter(|n| inserted.contains(&n.invocation.trace_id)) {
+        append_reports(&tx, &new.invocation.trace_id, &new.reports, &new.report_files).await?;
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok(batch.iter().map(|n| inserted.contains(&n.invocation.trace_id)).collect())
 }
 
-/// Inserts new invocations, one transaction for the batch: `Err` for the batch as a whole,
-/// otherwise one result per invocation (a trace id that exists is a conflict of its own).
-pub(crate) async fn insert(c: &mut Object, new: &NewInvocation) -> Res<()> {
-    let tx = c.transaction().await.map_err(pg_error)?;
-    let inv = &new.invocation;
-    let now = lock_trace(&tx, &inv.trace_id).await?;
-    let waiting = inv.state == State::Callback && has_pending_callbacks(&tx, &inv.trace_id).await?;
-    let deadline_at = schedule::deadline_at(now, new.deadline);
-    let plan = schedule::plan(inv.state, new.poll_after, new.callback_timeout, deadline_at, waiting, now);
-    let (storage, outputs) = (object_text(&inv.storage)?, object_text(&inv.outputs)?);
-    tx.execute(
-        &format!(
-            "INSERT INTO invocations ({COLUMNS}) VALUES
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, NULL, NULL, 0, $14, $15, $16, $17)"
-        ),
-        &[
-            &inv.trace_id,
-            &inv.plugin,
-            &inv.version,
-            &i16::from(inv.state.code()),
-            &i64::from(inv.invoke_count),
-            &inv.inputs.to_string(),
-            &inv.context.to_string(),
-            &storage,
-            &outputs,
-            &inv.err,
-            &now,
-            &plan.finish_at,
-            &plan.next_run_at,
-            &deadline_at,
-            &new.created_by,
-            &plan.callback_deadline_at,
-            &timeout_ms(&plan),
-        ],
-    )
-    .await
-    .map_err(pg_error)?;
-    append_reports(&tx, &inv.trace_id, &new.reports, &new.report_files).await?;
-    append_logs(&tx, &inv.trace_id, &new.logs).await?;
-    let execute =
-        Execute { trigger: "start", invoke_count: inv.invoke_count, state: inv.state, err: inv.err.as_deref() };
-    append_execute(&tx, &inv.trace_id, &execute, now, new.duration).await?;
-    tx.commit().await.map_err(pg_error)
+/// The columns of a batch of inserts, one array each.
+#[derive(Default)]
+struct InsertArrays<'a> {
+    trace_id: Vec<&'a str>,
+    plugin: Vec<&'a str>,
+    version: Vec<&'a str>,
+    state: Vec<i16>,
+    invoke_count: Vec<i64>,
+    inputs: Vec<String>,
+    context: Vec<String>,
+    storage: Vec<String>,
+    outputs: Vec<String>,
+    err: Vec<Option<&'a str>>,
+    finish_at: Vec<Option<Millis>>,
+    next_run_at: Vec<Option<Millis>>,
+    deadline_at: Vec<Option<Millis>>,
+    created_by: Vec<Option<&'a str>>,
+    callback_deadline_at: Vec<Option<Millis>>,
+    callback_timeout_ms: Vec<Option<i64>>,
+    logs: Vec<&'a str>,
+    started_at: Vec<Millis>,
+    duration_us: Vec<i64>,
+}
+
+impl InsertArrays<'_> {
+    fn with_capacity(n: usize) -> Self {
+        let mut a = Self::default();
+        a.trace_id.reserve(n);
+        a
+    }
 }
 
 pub(crate) async fn get(c: &Object, trace_id: &str) -> Res<Option<StoredInvocation>> {
     let row = c
-        .query_opt(&format!("SELECT {COLUMNS} FROM invocations WHERE trace_id = $1"), &[&trace_id])
+        .cached_query_opt(&format!("SELECT {COLUMNS} FROM invocations WHERE trace_id = $1"), &[&trace_id])
         .await
         .map_err(pg_error)?;
     row.as_ref().map(read_row).transpose()
@@ -315,7 +415,7 @@ pub(crate) async fn get(c: &Object, trace_id: &str) -> Res<Option<StoredInvocati
 
 async fn exists(c: &Object, trace_id: &str) -> Res<bool> {
     let row = c
-        .query_one("SELECT EXISTS (SELECT 1 FROM invocations WHERE trace_id = $1)", &[&trace_id])
+        .cached_query_one("SELECT EXISTS (SELECT 1 FROM invocations WHERE trace_id = $1)", &[&trace_id])
         .await
         .map_err(pg_error)?;
     Ok(row.get(0))
@@ -325,7 +425,7 @@ pub(crate) async fn logs(c: &Object, trace_id: &str) -> Res<Option<String>> {
     if !exists(c, trace_id).await? {
         return Ok(None);
     }
-    let row = c.query_opt("SELECT text FROM logs WHERE trace_id = $1", &[&trace_id]).await.map_err(pg_error)?;
+    let row = c.cached_query_opt("SELECT text FROM logs WHERE trace_id = $1", &[&trace_id]).await.map_err(pg_error)?;
     Ok(Some(row.map(|r| r.get(0)).unwrap_or_default()))
 }
 
@@ -333,102 +433,89 @@ pub(crate) async fn reports(c: &Object, trace_id: &str) -> Res<Option<Vec<Value>
     if !exists(c, trace_id).await? {
         return Ok(None);
     }
-    let rows =
-        c.query("SELECT report FROM reports WHERE trace_id = $1 ORDER BY seq", &[&trace_id]).await.map_err(pg_error)?;
+    let rows = c
+        .cached_query("SELECT report FROM reports WHERE trace_id = $1 ORDER BY seq", &[&trace_id])
+        .await
+        .map_err(pg_error)?;
     rows.iter().map(|r| serde_json::from_str(r.get(0)).map_err(data_error)).collect::<Res<Vec<Value>>>().map(Some)
 }
 
 pub(crate) async fn report_file(c: &Object, trace_id: &str, path: &str) -> Res<Option<Vec<u8>>> {
     let row = c
-        .query_opt("SELECT content FROM report_files WHERE trace_id = $1 AND path = $2", &[&trace_id, &path])
+        .cached_query_opt("SELECT content FROM report_files WHERE trace_id = $1 AND path = $2", &[&trace_id, &path])
         .await
         .map_err(pg_error)?;
     Ok(row.map(|r| r.get(0)))
 }
 
-/// Claims due invocations: rows locked by another claimer are skipped, never waited for.
-pub(crate) async fn claim(c: &mut Object, limit: usize, owner: &str, lease: Duration) -> Res<Vec<Claim>> {
-    let tx = c.transaction().await.map_err(pg_error)?;
-    let due = tx
-        .query(
-            "SELECT i.trace_id, i.next_run_at, i.state, i.deadline_at, i.callback_deadline_at, plugd_now_ms(),
-                    cb.callback_id, cb.data
-             FROM invocations i
-             LEFT JOIN LATERAL (
-                 SELECT callback_id, data FROM callbacks c
-                 WHERE c.trace_id = i.trace_id AND c.consumed_at IS NULL ORDER BY seq LIMIT 1
-             ) cb ON i.state = 3
-             WHERE i.next_run_at IS NOT NULL AND i.next_run_at <= plugd_now_ms()
-             ORDER BY i.next_run_at LIMIT $1
-             FOR UPDATE OF i SKIP LOCKED",
-            &[&(limit as i64)],
+/// Claims due invocations in one statement (rows locked by another claimer are skipped, never waited
+/// for): each is leased, its attempt bumped, and returned with its due time and the oldest callback
+/// waiting for it. Those that `schedule::claim_decision` says must wait (a lease that ran out after
+/// the callback was consumed) are given back, fenced by the attempt just taken.
+pub(crate) async fn claim(c: &Object, limit: usize, owner: &str, lease: Duration) -> Res<Vec<Claim>> {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        let returning: Vec<String> = COLUMNS.split(',').map(|c| format!("i.{}", c.trim())).collect();
+        format!(
+            "WITH due AS (
+                 SELECT i.trace_id, i.next_run_at AS due_at, cb.callback_id, cb.data
+                 FROM invocations i
+                 LEFT JOIN LATERAL (
+                     SELECT callback_id, data FROM callbacks c
+                     WHERE c.trace_id = i.trace_id AND c.consumed_at IS NULL ORDER BY seq LIMIT 1
+                 ) cb ON i.state = 3
+                 WHERE i.next_run_at IS NOT NULL AND i.next_run_at <= plugd_now_ms()
+                 ORDER BY i.next_run_at LIMIT $1
+                 FOR UPDATE OF i SKIP LOCKED
+             )
+             UPDATE invocations i SET attempt = i.attempt + 1, lease_owner = $2,
+                 lease_expires_at = plugd_now_ms() + $3, next_run_at = plugd_now_ms() + $3
+             FROM due WHERE i.trace_id = due.trace_id
+             RETURNING {}, due.due_at, plugd_now_ms(), due.callback_id, due.data",
+            returning.join(", ")
         )
-        .await
-        .map_err(pg_error)?;
-    let Some(now) = due.first().map(|r| r.get::<_, i64>(5)) else {
-        tx.commit().await.map_err(pg_error)?;
-        return Ok(Vec::new());
-    };
-    let mut execute: HashMap<String, (Millis, Trigger)> = HashMap::new();
-    let (mut wait_ids, mut wait_at) = (Vec::new(), Vec::new());
-    for row in &due {
-        let trace_id: String = row.get(0);
-        let state = state_of(row.get(2))?;
-        let pending = match row.get::<_, Option<String>>(6) {
+    });
+    let rows = c.cached_query(sql, &[&(limit as i64), &owner, &millis(lease)]).await.map_err(pg_error)?;
+    let (mut wait_ids, mut wait_attempts, mut wait_at) = (Vec::new(), Vec::new(), Vec::new());
+    let mut claims = Vec::with_capacity(rows.len());
+    let n = COLUMNS.split(',').count();
+    for row in &rows {
+        let stored = read_row(row)?;
+        let (due_at, now): (Millis, Millis) = (row.get(n), row.get(n + 1));
+        let pending = match row.get::<_, Option<String>>(n + 2) {
             Some(id) => {
-                let data: String = row.get(7);
+                let data: String = row.get(n + 3);
                 Some(Callback { id, data: serde_json::from_str(&data).map_err(data_error)? })
             }
             None => None,
         };
-        let deadlines = Deadlines { invocation: row.get(3), callback: row.get(4) };
-        match schedule::claim_decision(state, pending, deadlines, now) {
-            ClaimDecision::Execute(trigger) => {
-                execute.insert(trace_id, (row.get(1), trigger));
-            }
+        let deadlines = Deadlines { invocation: stored.deadline_at, callback: stored.callback_deadline_at };
+        match schedule::claim_decision(stored.invocation.state, pending, deadlines, now) {
+            ClaimDecision::Execute(trigger) => claims.push(Claim { stored, due_at, claimed_at: now, trigger }),
             ClaimDecision::WaitUntil(at) => {
-                wait_ids.push(trace_id);
+                wait_ids.push(stored.invocation.trace_id);
+                wait_attempts.push(stored.attempt);
                 wait_at.push(at);
             }
         }
     }
     if !wait_ids.is_empty() {
-        tx.execute(
+        c.cached_execute(
             "UPDATE invocations i SET next_run_at = w.at, lease_owner = NULL, lease_expires_at = NULL
-             FROM unnest($1::TEXT[], $2::BIGINT[]) AS w(id, at) WHERE i.trace_id = w.id",
-            &[&wait_ids, &wait_at],
+             FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[]) AS w(id, attempt, at)
+             WHERE i.trace_id = w.id AND i.attempt = w.attempt AND i.lease_owner IS NOT NULL",
+            &[&wait_ids, &wait_attempts, &wait_at],
         )
         .await
         .map_err(pg_error)?;
     }
-    let mut claims = Vec::with_capacity(execute.len());
-    if !execute.is_empty() {
-        let ids: Vec<&str> = execute.keys().map(String::as_str).collect();
-        let until = now.saturating_add(millis(lease));
-        let rows = tx
-            .query(
-                &format!(
-                    "UPDATE invocations SET attempt = attempt + 1, lease_owner = $1, lease_expires_at = $2, next_run_at = $2
-                     WHERE trace_id = ANY($3) RETURNING {COLUMNS}"
-                ),
-                &[&owner, &until, &ids],
-            )
-            .await
-            .map_err(pg_error)?;
-        for row in &rows {
-            let stored = read_row(row)?;
-            let Some((due_at, trigger)) = execute.remove(&stored.invocation.trace_id) else { continue };
-            claims.push(Claim { stored, due_at, claimed_at: now, trigger });
-        }
-    }
-    tx.commit().await.map_err(pg_error)?;
     claims.sort_by_key(|c| c.due_at);
     Ok(claims)
 }
 
 pub(crate) async fn renew(c: &Object, trace_id: &str, attempt: i64, lease: Duration) -> Res<bool> {
     let changed = c
-        .execute(
+        .cached_execute(
             "UPDATE invocations SET lease_expires_at = plugd_now_ms() + $3, next_run_at = plugd_now_ms() + $3
              WHERE trace_id = $1 AND attempt = $2 AND lease_owner IS NOT NULL",
             &[&trace_id, &attempt, &millis(lease)],
@@ -438,77 +525,169 @@ pub(crate) async fn renew(c: &Object, trace_id: &str, attempt: i64, lease: Durat
     Ok(changed == 1)
 }
 
-pub(crate) async fn complete(c: &mut Object, done: &Completion) -> Res<bool> {
+/// Writes a batch of completions (trace ids distinct) in one transaction: `Err` for the batch as a
+/// whole, otherwise whether each was written (`false`: its claim no longer holds).
+pub(crate) async fn complete_batch(c: &mut Object, batch: &[Completion]) -> Res<Vec<bool>> {
     let tx = c.transaction().await.map_err(pg_error)?;
-    // Locks the row while checking that the claim still holds.
+    let ids: Vec<&str> = batch.iter().map(|d| d.trace_id.as_str()).collect();
+    let attempts: Vec<i64> = batch.iter().map(|d| d.attempt).collect();
+    // Locks the rows whose claim still holds, in one order (batches never deadlock).
     let held = tx
-        .query_opt(
-            "SELECT deadline_at, plugd_now_ms() FROM invocations
-             WHERE trace_id = $1 AND attempt = $2 AND lease_owner IS NOT NULL FOR UPDATE",
-            &[&done.trace_id, &done.attempt],
+        .cached_query(
+            "SELECT i.trace_id, i.deadline_at, plugd_now_ms() FROM invocations i
+             JOIN unnest($1::TEXT[], $2::BIGINT[]) AS w(trace_id, attempt)
+                 ON i.trace_id = w.trace_id AND i.attempt = w.attempt
+             WHERE i.lease_owner IS NOT NULL ORDER BY i.trace_id FOR UPDATE OF i",
+            &[&ids, &attempts],
         )
         .await
         .map_err(pg_error)?;
-    let Some(held) = held else {
+    let Some(now) = held.first().map(|r| r.get::<_, Millis>(2)) else {
         tx.rollback().await.map_err(pg_error)?;
-        return Ok(false);
+        return Ok(vec![false; batch.len()]);
     };
-    let (deadline, now): (Option<Millis>, Millis) = (held.get(0), held.get(1));
-    let step = &done.step;
+    let deadlines: HashMap<String, Option<Millis>> = held.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let done: Vec<&Completion> = batch.iter().filter(|d| deadlines.contains_key(&d.trace_id)).collect();
     // The post delivered is the oldest one of that id not yet consumed; whether another one waits is
-    // read in the same statement (a CTE's own change is not visible to its query, hence the `seq <>`).
-    let waiting = tx
-        .query_one(
-            "WITH consumed AS (
-                 UPDATE callbacks SET consumed_at = $3 WHERE seq = (
-                     SELECT seq FROM callbacks WHERE trace_id = $1 AND callback_id = $2 AND consumed_at IS NULL
-                     ORDER BY seq LIMIT 1)
+    // read in the same statement (a CTE's own change is not visible to its query, hence the `NOT IN`).
+    let asks: Vec<&&Completion> =
+        done.iter().filter(|d| d.consumed_callback.is_some() || d.step.state == State::Callback).collect();
+    let waiting: HashSet<String> = if asks.is_empty() {
+        HashSet::new()
+    } else {
+        let ask_ids: Vec<&str> = asks.iter().map(|d| d.trace_id.as_str()).collect();
+        let consumed: Vec<Option<&str>> = asks.iter().map(|d| d.consumed_callback.as_deref()).collect();
+        tx.cached_query(
+            "WITH want AS (SELECT * FROM unnest($1::TEXT[], $2::TEXT[]) AS w(trace_id, callback_id)),
+             consumed AS (
+                 UPDATE callbacks SET consumed_at = $3::BIGINT WHERE seq IN (
+                     SELECT (SELECT c.seq FROM callbacks c
+                             WHERE c.trace_id = w.trace_id AND c.callback_id = w.callback_id AND c.consumed_at IS NULL
+                             ORDER BY c.seq LIMIT 1)
+                     FROM want w WHERE w.callback_id IS NOT NULL)
                  RETURNING seq)
-             SELECT EXISTS (SELECT 1 FROM callbacks WHERE trace_id = $1 AND consumed_at IS NULL
-                            AND seq NOT IN (SELECT seq FROM consumed))",
-            &[&done.trace_id, &done.consumed_callback, &now],
+             SELECT w.trace_id FROM want w WHERE EXISTS (
+                 SELECT 1 FROM callbacks c WHERE c.trace_id = w.trace_id AND c.consumed_at IS NULL
+                 AND c.seq NOT IN (SELECT seq FROM consumed))",
+            &[&ask_ids, &consumed, &now],
         )
         .await
         .map_err(pg_error)?
-        .get::<_, bool>(0);
-    let plan = schedule::plan(step.state, step.poll_after, step.callback_timeout, deadline, waiting, now);
-    let (storage, outputs) = (object_text(&step.storage)?, object_text(&step.outputs)?);
-    tx.execute(
-        "UPDATE invocations SET state = $3, invoke_count = $4, storage = $5, outputs = $6, err = $7, updated_at = $8,
-             finish_at = $9, next_run_at = $10, lease_owner = NULL, lease_expires_at = NULL,
-             callback_deadline_at = $11, callback_timeout_ms = $12
-         WHERE trace_id = $1 AND attempt = $2",
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    let mut a = CompleteArrays::default();
+    for d in &done {
+        let step = &d.step;
+        let deadline = deadlines.get(&d.trace_id).copied().flatten();
+        let waits = waiting.contains(&d.trace_id);
+        let plan = schedule::plan(step.state, step.poll_after, step.callback_timeout, deadline, waits, now);
+        let micros = i64::try_from(d.duration.as_micros()).unwrap_or(i64::MAX);
+        a.trace_id.push(d.trace_id.as_str());
+        a.attempt.push(d.attempt);
+        a.state.push(i16::from(step.state.code()));
+        a.invoke_count.push(i64::from(step.invoke_count));
+        a.storage.push(object_text(&step.storage)?);
+        a.outputs.push(object_text(&step.outputs)?);
+        a.err.push(step.err.as_deref());
+        a.finish_at.push(plan.finish_at);
+        a.next_run_at.push(plan.next_run_at);
+        a.callback_deadline_at.push(plan.callback_deadline_at);
+        a.callback_timeout_ms.push(timeout_ms(&plan));
+        a.logs.push(d.logs.as_str());
+        a.trigger.push(if d.consumed_callback.is_some() { "callback" } else { "poll" });
+        a.started_at.push(now.saturating_sub(micros / 1000));
+        a.duration_us.push(micros);
+        if let Some(callback) = &d.finish_callback {
+            a.outbox_trace_id.push(d.trace_id.as_str());
+            a.outbox_url.push(callback.url.as_str());
+            a.outbox_body.push(callback.body.as_str());
+        }
+    }
+    tx.cached_execute(
+        "WITH u AS (
+             SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::SMALLINT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[],
+                                  $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::TEXT[],
+                                  $13::TEXT[], $14::BIGINT[], $15::BIGINT[])
+                 AS u(trace_id, attempt, state, invoke_count, storage, outputs, err, finish_at, next_run_at,
+                      callback_deadline_at, callback_timeout_ms, log_text, trigger, started_at, duration_us)
+         ), upd AS (
+             UPDATE invocations i SET state = u.state, invoke_count = u.invoke_count, storage = u.storage,
+                 outputs = u.outputs, err = u.err, updated_at = $16::BIGINT, finish_at = u.finish_at,
+                 next_run_at = u.next_run_at, lease_owner = NULL, lease_expires_at = NULL,
+                 callback_deadline_at = u.callback_deadline_at, callback_timeout_ms = u.callback_timeout_ms
+             FROM u WHERE i.trace_id = u.trace_id AND i.attempt = u.attempt
+         ), lg AS (
+             INSERT INTO logs (trace_id, text)
+             SELECT trace_id, right(log_text, $17::INT) FROM u WHERE log_text <> ''
+             ON CONFLICT (trace_id) DO UPDATE SET text = right(logs.text || excluded.text, $17::INT)
+         ), ex AS (
+             INSERT INTO executes (trace_id, seq, trigger, invoke_count, started_at, duration_us, state, err)
+             SELECT u.trace_id, (SELECT COALESCE(MAX(e.seq), 0) + 1 FROM executes e WHERE e.trace_id = u.trace_id),
+                    u.trigger, u.invoke_count, u.started_at, u.duration_us, u.state, u.err
+             FROM u
+         )
+         INSERT INTO outbox (trace_id, url, body, next_attempt_at, created_at)
+         SELECT o.trace_id, o.url, o.body, $16::BIGINT, $16::BIGINT
+         FROM unnest($18::TEXT[], $19::TEXT[], $20::TEXT[]) AS o(trace_id, url, body)",
         &[
-            &done.trace_id,
-            &done.attempt,
-            &i16::from(step.state.code()),
-            &i64::from(step.invoke_count),
-            &storage,
-            &outputs,
-            &step.err,
+            &a.trace_id,
+            &a.attempt,
+            &a.state,
+            &a.invoke_count,
+            &a.storage,
+            &a.outputs,
+            &a.err,
+            &a.finish_at,
+            &a.next_run_at,
+            &a.callback_deadline_at,
+            &a.callback_timeout_ms,
+            &a.logs,
+            &a.trigger,
+            &a.started_at,
+            &a.duration_us,
             &now,
-            &plan.finish_at,
-            &plan.next_run_at,
-            &plan.callback_deadline_at,
-            &timeout_ms(&plan),
+            &MAX_LOG_CHARS,
+            &a.outbox_trace_id,
+            &a.outbox_url,
+            &a.outbox_body,
         ],
     )
     .await
     .map_err(pg_error)?;
-    append_logs(&tx, &done.trace_id, &done.logs).await?;
-    append_reports(&tx, &done.trace_id, &done.reports, &done.report_files).await?;
-    let trigger = if done.consumed_callback.is_some() { "callback" } else { "poll" };
-    let execute = Execute { trigger, invoke_count: step.invoke_count, state: step.state, err: step.err.as_deref() };
-    append_execute(&tx, &done.trace_id, &execute, now, done.duration).await?;
-    if let Some(callback) = &done.finish_callback {
-        enqueue(&tx, &done.trace_id, callback).await?;
+    for d in &done {
+        append_reports(&tx, &d.trace_id, &d.reports, &d.report_files).await?;
     }
     tx.commit().await.map_err(pg_error)?;
-    Ok(true)
+    Ok(batch.iter().map(|d| deadlines.contains_key(&d.trace_id)).collect())
+}
+
+/// The columns of a batch of completions, one array each.
+#[derive(Default)]
+struct CompleteArrays<'a> {
+    trace_id: Vec<&'a str>,
+    attempt: Vec<i64>,
+    state: Vec<i16>,
+    invoke_count: Vec<i64>,
+    storage: Vec<String>,
+    outputs: Vec<String>,
+    err: Vec<Option<&'a str>>,
+    finish_at: Vec<Option<Millis>>,
+    next_run_at: Vec<Option<Millis>>,
+    callback_deadline_at: Vec<Option<Millis>>,
+    callback_timeout_ms: Vec<Option<i64>>,
+    logs: Vec<&'a str>,
+    trigger: Vec<&'static str>,
+    started_at: Vec<Millis>,
+    duration_us: Vec<i64>,
+    outbox_trace_id: Vec<&'a str>,
+    outbox_url: Vec<&'a str>,
+    outbox_body: Vec<&'a str>,
 }
 
 pub(crate) async fn release(c: &Object, trace_id: &str, attempt: i64) -> Res<()> {
-    c.execute(
+    c.cached_execute(
         "UPDATE invocations SET lease_owner = NULL, lease_expires_at = NULL, next_run_at = plugd_now_ms()
          WHERE trace_id = $1 AND attempt = $2 AND lease_owner IS NOT NULL",
         &[&trace_id, &attempt],
@@ -524,7 +703,10 @@ fn wait_of(row: &Row) -> Option<Duration> {
 
 pub(crate) async fn next_due(c: &Object) -> Res<Option<Duration>> {
     let row = c
-        .query_one("SELECT MIN(next_run_at) - plugd_now_ms() FROM invocations WHERE next_run_at IS NOT NULL", &[])
+        .cached_query_one(
+            "SELECT MIN(next_run_at) - plugd_now_ms() FROM invocations WHERE next_run_at IS NOT NULL",
+            &[],
+        )
         .await
         .map_err(pg_error)?;
     Ok(wait_of(&row))
@@ -535,7 +717,7 @@ pub(crate) async fn add_callback(c: &mut Object, trace_id: &str, callback: &Call
     let tx = c.transaction().await.map_err(pg_error)?;
     let now = lock_trace(&tx, trace_id).await?;
     let row = tx
-        .query_opt("SELECT state, lease_owner FROM invocations WHERE trace_id = $1 FOR UPDATE", &[&trace_id])
+        .cached_query_opt("SELECT state, lease_owner FROM invocations WHERE trace_id = $1 FOR UPDATE", &[&trace_id])
         .await
         .map_err(pg_error)?;
     let row: Option<(State, Option<String>)> = match row {
@@ -549,7 +731,7 @@ pub(crate) async fn add_callback(c: &mut Object, trace_id: &str, callback: &Call
     }
     // The same post again (a third party retrying after a lost reply) is not a new callback.
     let last = tx
-        .query_opt(
+        .cached_query_opt(
             "SELECT data FROM callbacks WHERE callback_id = $1 AND trace_id = $2 ORDER BY seq DESC LIMIT 1",
             &[&callback.id, &trace_id],
         )
@@ -558,7 +740,7 @@ pub(crate) async fn add_callback(c: &mut Object, trace_id: &str, callback: &Call
     if last.is_some_and(|r| serde_json::from_str::<Value>(r.get(0)).is_ok_and(|data| data == callback.data)) {
         return Ok((CallbackReceipt::AlreadyReceived, false));
     }
-    tx.execute(
+    tx.cached_execute(
         "INSERT INTO callbacks (callback_id, trace_id, data, received_at) VALUES ($1, $2, $3, $4)",
         &[&callback.id, &trace_id, &callback.data.to_string(), &now],
     )
@@ -568,7 +750,7 @@ pub(crate) async fn add_callback(c: &mut Object, trace_id: &str, callback: &Call
     // completion (or the commit of its first step) sees the pending callback.
     let mut due = false;
     if let Some((State::Callback, None)) = row {
-        tx.execute(
+        tx.cached_execute(
             "UPDATE invocations SET next_run_at = $2 WHERE trace_id = $1 AND (next_run_at IS NULL OR next_run_at > $2)",
             &[&trace_id, &now],
         )
@@ -588,7 +770,7 @@ pub(crate) async fn cancel(
 ) -> Res<CancelOutcome> {
     let tx = c.transaction().await.map_err(pg_error)?;
     let row = tx
-        .query_opt("SELECT state FROM invocations WHERE trace_id = $1 FOR UPDATE", &[&trace_id])
+        .cached_query_opt("SELECT state FROM invocations WHERE trace_id = $1 FOR UPDATE", &[&trace_id])
         .await
         .map_err(pg_error)?;
     let Some(row) = row else {
@@ -599,7 +781,7 @@ pub(crate) async fn cancel(
         return Ok(CancelOutcome::AlreadyFinished(state));
     }
     // The attempt bump fences out an execute that may be running.
-    tx.execute(
+    tx.cached_execute(
         "UPDATE invocations SET state = $2, err = $3, updated_at = plugd_now_ms(), finish_at = plugd_now_ms(),
              next_run_at = NULL, lease_owner = NULL, lease_expires_at = NULL, attempt = attempt + 1
          WHERE trace_id = $1",
@@ -616,7 +798,7 @@ pub(crate) async fn cancel(
 
 pub(crate) async fn claim_outbox(c: &Object, limit: usize, lease: Duration) -> Res<Vec<OutboxItem>> {
     let rows = c
-        .query(
+        .cached_query(
             "UPDATE outbox SET next_attempt_at = plugd_now_ms() + $2 WHERE id IN (
                  SELECT id FROM outbox
                  WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= plugd_now_ms()
@@ -656,13 +838,13 @@ pub(crate) async fn finish_delivery(c: &Object, id: i64, delivery: &Delivery) ->
             0,
         ),
     };
-    c.execute(sql, &[&id, &error, &after]).await.map_err(pg_error)?;
+    c.cached_execute(sql, &[&id, &error, &after]).await.map_err(pg_error)?;
     Ok(())
 }
 
 pub(crate) async fn next_outbox_due(c: &Object) -> Res<Option<Duration>> {
     let row = c
-        .query_one(
+        .cached_query_one(
             "SELECT MIN(next_attempt_at) - plugd_now_ms() FROM outbox WHERE delivered_at IS NULL AND gave_up_at IS NULL",
             &[],
         )
@@ -676,7 +858,7 @@ pub(crate) async fn next_outbox_due(c: &Object) -> Res<Option<Duration>> {
 pub(crate) async fn purge_finished(c: &Object, keep: Duration, limit: usize) -> Res<Vec<String>> {
     let (keep, limit) = (millis(keep), limit as i64);
     let rows = c
-        .query(
+        .cached_query(
             "WITH gone AS (
                  DELETE FROM invocations WHERE trace_id IN (
                      SELECT trace_id FROM invocations WHERE finish_at IS NOT NULL AND finish_at < plugd_now_ms() - $1
@@ -695,7 +877,7 @@ pub(crate) async fn purge_finished(c: &Object, keep: Duration, limit: usize) -> 
         .await
         .map_err(pg_error)?;
     // Callbacks for invocations that never committed (their invoke failed) expire too.
-    c.execute(
+    c.cached_execute(
         "DELETE FROM callbacks WHERE seq IN (
              SELECT c.seq FROM callbacks c LEFT JOIN invocations i ON i.trace_id = c.trace_id
              WHERE i.trace_id IS NULL AND c.received_at < plugd_now_ms() - $1 LIMIT $2)",
@@ -708,7 +890,7 @@ pub(crate) async fn purge_finished(c: &Object, keep: Duration, limit: usize) -> 
 
 pub(crate) async fn stats(c: &Object) -> Res<StoreStats> {
     let mut stats = StoreStats::default();
-    let rows = c.query("SELECT state, COUNT(*) FROM invocations GROUP BY state", &[]).await.map_err(pg_error)?;
+    let rows = c.cached_query("SELECT state, COUNT(*) FROM invocations GROUP BY state", &[]).await.map_err(pg_error)?;
     for row in rows {
         let (state, count): (i16, i64) = (row.get(0), row.get(1));
         if let Some(slot) = usize::try_from(state).ok().and_then(|s| stats.by_state.get_mut(s)) {
@@ -716,7 +898,7 @@ pub(crate) async fn stats(c: &Object) -> Res<StoreStats> {
         }
     }
     let row = c
-        .query_one(
+        .cached_query_one(
             "SELECT
                  (SELECT COUNT(*) FROM invocations
                   WHERE next_run_at IS NOT NULL AND next_run_at <= plugd_now_ms() AND lease_owner IS NULL),
@@ -731,7 +913,7 @@ pub(crate) async fn stats(c: &Object) -> Res<StoreStats> {
 }
 
 pub(crate) async fn write_probe(c: &Object) -> Res<()> {
-    c.execute(
+    c.cached_execute(
         "INSERT INTO settings (key, value) VALUES ('write_probe', '\\x01')
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         &[],

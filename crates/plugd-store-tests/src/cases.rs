@@ -395,9 +395,10 @@ pub async fn history_filters_and_pages(store: Arc<dyn Store>) {
     let mut other = Invocation::new("hello", "1.0.0", json!({}), json!({}));
     other.state = State::Success;
     other.invoke_count = 1;
+    // Later than the others by the store's clock and by the `now` a store of one process is given.
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let mut other_new = new(&other, None);
     other_new.created_by = Some("ci".into());
-    tokio::time::sleep(Duration::from_millis(5)).await;
     store.insert(other_new).await.unwrap();
 
     let query = |f: fn(&mut plugd_core::store::HistoryQuery)| {

@@ -2,7 +2,7 @@
 The store conformance suite: one set of cases written against `dyn Store`, which every store crate
 runs from its own `tests/` (as Sentry taskbroker runs each store test once per adapter):
 
-```ignore
+```text
 async fn open() -> Option<plugd_store_tests::Harness> { /* a fresh, empty store */ }
 plugd_store_tests::conformance!(open);
 ```

@@ -416,14 +416,7 @@ impl BkPlugin {
                 }
             }
         };
-        for (level, line) in &reply.logs {
-            match level.as_str() {
-                "ERROR" | "CRITICAL" => tracing::error!(target: "plugd::plugin", "{line}"),
-                "WARNING" => tracing::warn!(target: "plugd::plugin", "{line}"),
-                "DEBUG" => tracing::debug!(target: "plugd::plugin", "{line}"),
-                _ => tracing::info!(target: "plugd::plugin", "{line}"),
-            }
-        }
+        log(&reply.logs);
         let message = reply.message.clone().unwrap_or_default();
         let result = match reply.result.as_str() {
             "success" => Ok(Outcome::Success),
@@ -442,6 +435,18 @@ impl BkPlugin {
     }
 }
 
+/// Logs what the plugin logged during an execute or a view, at its level.
+fn log(logs: &[(String, String)]) {
+    for (level, line) in logs {
+        match level.as_str() {
+            "ERROR" | "CRITICAL" => tracing::error!(target: "plugd::plugin", "{line}"),
+            "WARNING" => tracing::warn!(target: "plugd::plugin", "{line}"),
+            "DEBUG" => tracing::debug!(target: "plugd::plugin", "{line}"),
+            _ => tracing::info!(target: "plugd::plugin", "{line}"),
+        }
+    }
+}
+
 impl BkPlugin {
     /// One data-source call, answered by the project's views in a host.
     async fn call(&self, request: ApiRequest) -> Result<ApiReply, ApiError> {
@@ -455,6 +460,7 @@ impl BkPlugin {
         message.insert("headers".into(), json!(request.headers));
         let reply =
             self.shared.pool.execute(message).await.map_err(|e| ApiError { status: 500, message: e.to_string() })?;
+        log(&reply.logs);
         let message = reply.message.unwrap_or_default();
         match reply.result.as_str() {
             "api" => Ok(ApiReply { status: reply.status.unwrap_or(200), body: reply.data }),

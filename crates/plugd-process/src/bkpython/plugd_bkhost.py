@@ -1,10 +1,12 @@
-"""plugd's Python host for a bk-plugin project (see docs/bk-python.md).
+"""plugd's Python host for a bk-plugin project (see README.md, "Bring your bk-plugin project").
 
     python plugd_bkhost.py describe PROJECT
         imports the project and writes its versions, schemas and description as JSON.
     python plugd_bkhost.py serve PROJECT THREADS
         imports the project once, then answers executes: one JSON object per line on standard
         input, one answer per line on standard output, up to THREADS executes at once on threads.
+        A message with "kind": "api" is a data-source call, answered by the project's views
+        (bk_plugin/apis/urls.py) with Django set up on first use.
 
 The protocol keeps the original standard input and output; the plugin's own prints go to standard
 error. Logs written during an execute (the `bk_plugin` logger, or any other) come back with its answer.
@@ -189,6 +191,7 @@ def _execute(hub, msg):
 # The packages data-source views need: (module, what to install).
 API_PACKAGES = [("django", "Django"), ("rest_framework", "djangorestframework")]
 API_PREFIX = "/bk_plugin/plugin_api/"
+RUNTIME_SETTINGS = {"INSTALLED_APPS", "MIDDLEWARE", "DATABASES", "ROOT_URLCONF"}
 
 _django_lock = threading.Lock()
 _django_ready = None  # None: not tried; True; or the reason it cannot be
@@ -233,7 +236,9 @@ def _setup_django():
                 if error.name not in ("bk_plugin.settings",):
                     raise
             else:
-                extra = {k: v for k, v in vars(project_settings).items() if k.isupper()}
+                # What the runtime's own settings decide (apps, middleware, the database, the URLs)
+                # stays plugd's: there is no database here.
+                extra = {k: v for k, v in vars(project_settings).items() if k.isupper() and k not in RUNTIME_SETTINGS}
             urls = types.ModuleType("plugd_bkurls")
             sys.modules["plugd_bkurls"] = urls
             config = dict(

@@ -52,7 +52,7 @@ enum HooksCommand {
         file: FileArgs,
         /// A template value the runs will give (package.KEY=VALUE or release.KEY=VALUE; repeatable):
         /// templates may use package.name, version, qualified_name and uri, the release's message,
-        /// previous_version and changelog, and what is set here.
+        /// previous_version, changelog and path, and what is set here.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
@@ -92,6 +92,15 @@ fn values(set: &[String]) -> CliResult<TemplateValues> {
     for key in ["message", "previous_version", "changelog"] {
         values.release.entry(key).or_insert_with(|| Value::String(String::new()));
     }
+    // Where the package is released to (rez's `release.path`): the folder of its `uri`,
+    // `<path>/<name>/<version>/package.py`, unless given.
+    let path = match (text(&values.package, "uri"), text(&values.package, "name"), text(&values.package, "version")) {
+        (Some(uri), Some(name), Some(version)) => {
+            uri.strip_suffix(&format!("/{name}/{version}/package.py")).unwrap_or_default().to_owned()
+        }
+        _ => String::new(),
+    };
+    values.release.entry("path").or_insert(Value::String(path));
     Ok(values)
 }
 

@@ -48,6 +48,33 @@ fn yes() -> bool {
     true
 }
 
+/// rez's emailer defaults (`rezplugins/release_hook/rezconfig.py`, rez 3.4) as templates, for the
+/// `email` inputs a step leaves out. rez's body also has `REZ VERSION: {system.rez_version}`
+/// (plugd is not rez), and its variants are those released: plugd releases the package's one
+/// variant, as rez does for a package without variants (its root is `<path>/<name>/<version>`).
+const EMAIL_DEFAULTS: [(&str, &str); 3] = [
+    ("sender", "{{ system.user }}@rez-release.com"),
+    ("subject", "[rez] [release] {{ system.user }} released {{ package.qualified_name }}"),
+    (
+        "body",
+        "Package '{{ package.qualified_name }}' was released by {{ system.user }}@{{ system.fqdn }}.
+
+USER: {{ system.user }}
+PACKAGE: {{ package.qualified_name }}
+RELEASED TO: {{ release.path }}
+PREVIOUS VERSION: {{ release.previous_version or \"None.\" }}
+
+1 VARIANTS:
+{{ release.path }}/{{ package.name }}/{{ package.version }}
+
+MESSAGE:
+{{ release.message or \"No release message.\" }}
+
+CHANGELOG:
+{{ release.changelog or \"No changelog.\" }}",
+    ),
+];
+
 impl Default for Defaults {
     fn default() -> Defaults {
         Defaults { cancel_on_error: true, stop_on_error: true }
@@ -227,12 +254,19 @@ impl HooksFile {
                 return Err(error(line, message));
             }
             let mut steps = Vec::new();
-            for (index, raw) in raw_steps.into_iter().enumerate() {
+            for (index, mut raw) in raw_steps.into_iter().enumerate() {
                 let at = |key: Option<&str>| step_line(&text, &stage_name, index, key);
                 let plugin = registry
                     .get_spec(&raw.uses)
                     .map_err(|e| error(at(Some("uses")), format!("step {:?}: {e}", raw.name)))?;
                 let fields = plugin.schemas.inputs["properties"].as_object().cloned().unwrap_or_default();
+                if plugin.info.name == "email" {
+                    for (key, template) in EMAIL_DEFAULTS {
+                        if fields.contains_key(key) {
+                            raw.with.entry(key).or_insert_with(|| Value::String(template.to_owned()));
+                        }
+                    }
+                }
                 // An unknown key first: it is usually a misspelt required one.
                 for key in raw.with.keys() {
                     if !fields.contains_key(key) {

@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 pub struct TemplateValues {
     /// `package`: name, version, qualified_name, uri, and any `--set package.x=...`.
     pub package: Map<String, Value>,
-    /// `release`: message, previous_version, changelog.
+    /// `release`: message, previous_version, changelog, path.
     pub release: Map<String, Value>,
     /// `steps.<id>`: `outputs`, `state` and `err` of the stage's earlier steps.
     pub steps: Map<String, Value>,
@@ -35,8 +35,8 @@ pub enum Scope {
     /// earlier steps with placeholders for their outputs, state and err.
     DryRun,
     /// `hooks check`: no run at hand. `package` has name, version, qualified_name and uri, and
-    /// `release` message, previous_version and changelog, plus what `--set` gives; values not given
-    /// are placeholders. Any `env.NAME` is a placeholder; earlier steps as in a dry run.
+    /// `release` message, previous_version, changelog and path, plus what `--set` gives; values not
+    /// given are placeholders. Any `env.NAME` is a placeholder; earlier steps as in a dry run.
     Check,
 }
 

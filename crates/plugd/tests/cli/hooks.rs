@@ -243,7 +243,9 @@ stages:
                     "handle": {"key": "filesystem.package", "variables":
                         {"location": "", "name": "foo", "repository_type": "filesystem", "version": "1.2.0"}},
                     "user": "ci"},
-                "variants": [],
+                // No variants given: rez's one variant of a package without variants.
+                "variants": [{"handle": {"key": "filesystem.variant", "variables":
+                    {"location": "", "name": "foo", "repository_type": "filesystem", "version": "1.2.0", "index": null}}}],
                 "source": "plugd",
             })
         );
@@ -366,7 +368,12 @@ fn amqp_to_stdout_returns_the_release_message() {
     let out = Plugd::new(&["run", "amqp", "--url", "stdout", "--package", AMQP_PACKAGE, "--json"]).run().assert_code(0);
     let message = out.json()["outputs"]["message"].clone();
     assert_eq!(message["package"]["handle"], amqp_handle());
-    assert_eq!(message["variants"], json!([]));
+    let mut variant = amqp_handle();
+    variant["key"] = json!("filesystem.variant");
+    variant["variables"]["index"] = Value::Null;
+    assert_eq!(message["variants"], json!([{"handle": variant}]));
+    // And printed, as rez prints it (on stderr: stdout is the JSON).
+    assert!(out.stderr.contains(&format!("Published to REZ.PACKAGE.RELEASED: {message}")), "{}", out.stderr);
 }
 
 #[test]
@@ -532,4 +539,184 @@ fn system_user_is_the_account_name_without_user_variables() {
         .run()
         .assert_code(0);
     assert_eq!(out.json()["outputs"]["message"]["package"]["user"], account.as_str());
+}
+
+/// The rez virtualenv (`.ci/run` makes it: `python3 -m venv target/rez-venv` and
+/// `pip install rez==3.4.0`); the test fails, and says how to make it, when it is missing.
+fn rez_venv() -> std::path::PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../rez-venv");
+    assert!(
+        venv.join("bin/rez-release").is_file(),
+        "this test needs rez in {}: run .ci/run, or python3 -m venv target/rez-venv && target/rez-venv/bin/pip install rez==3.4.0",
+        venv.display()
+    );
+    venv
+}
+
+/// rez's emailer, printing what it would send (sender, subject, body as JSON) instead of sending
+/// it: the real `post_release` and rez's own `emailer` settings (their defaults).
+const REZ_EMAILER_CAPTURE: &str = r#"import json
+from rezplugins.release_hook.emailer import EmailReleaseHook
+
+
+class CapturedEmailReleaseHook(EmailReleaseHook):
+    schema_dict = {}  # its settings are the emailer's
+
+    @classmethod
+    def name(cls):
+        return "emailer_capture"
+
+    def __init__(self, source_path):
+        super(CapturedEmailReleaseHook, self).__init__(source_path)
+        self.settings = self.type_settings.get("emailer")
+
+    def send_email(self, subject, body):
+        print("Email: " + json.dumps({"sender": self.settings.sender, "subject": subject, "body": body}))
+
+
+def register_plugin():
+    return CapturedEmailReleaseHook
+"#;
+
+/// The value printed after `prefix` on a line of `output`.
+fn printed<'a>(output: &'a str, prefix: &str) -> &'a str {
+    output.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("no {prefix:?} in:\n{output}"))
+}
+
+#[test]
+#[ignore = "needs the rez virtualenv (target/rez-venv), prepared by .ci/run"]
+fn release_messages_match_a_real_rez_release() {
+    let venv = rez_venv();
+    let dir = tempfile::tempdir().unwrap();
+    let (source, release, plugins) = (dir.path().join("foo"), dir.path().join("release"), dir.path().join("plugins"));
+    let hook_dir = plugins.join("rezplugins/release_hook");
+    for folder in [&source, &release, &hook_dir] {
+        std::fs::create_dir_all(folder).unwrap();
+    }
+    std::fs::write(plugins.join("rezplugins/__init__.py"), "").unwrap();
+    std::fs::write(hook_dir.join("__init__.py"), "").unwrap();
+    std::fs::write(hook_dir.join("emailer_capture.py"), REZ_EMAILER_CAPTURE).unwrap();
+    // foo-1.2.0, no variants, nothing to build; released from a git checkout with no upstream.
+    std::fs::write(source.join("package.py"), "name = \"foo\"\nversion = \"1.2.0\"\nbuild_command = False\n").unwrap();
+    let rezconfig = dir.path().join("rezconfig.py");
+    std::fs::write(
+        &rezconfig,
+        format!(
+            "release_packages_path = {release:?}\nlocal_packages_path = {local:?}\npackages_path = [{release:?}]\n\
+             plugin_path = [{plugins:?}]\nrelease_hooks = [\"amqp\", \"emailer_capture\"]\n\
+             plugins = {{\"release_hook\": {{\"amqp\": {{\"host\": \"stdout\"}}}},\n\
+             \"release_vcs\": {{\"git\": {{\"allow_no_upstream\": True}}}}}}\n",
+            release = release.to_str().unwrap(),
+            local = dir.path().join("local").to_str().unwrap(),
+            plugins = plugins.to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=plugd", "-c", "user.email=plugd@example.com"])
+            .args(args)
+            .current_dir(&source)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    git(&["init", "-q"]);
+    git(&["add", "package.py"]);
+    git(&["commit", "-qm", "foo 1.2.0"]);
+    let rez = std::process::Command::new(venv.join("bin/rez-release"))
+        .args(["-m", "Faster builds"])
+        .current_dir(&source)
+        .env("REZ_CONFIG_FILE", &rezconfig)
+        .env("REZ_DISABLE_HOME_CONFIG", "1")
+        .output()
+        .unwrap();
+    let rez_out = String::from_utf8_lossy(&rez.stdout).into_owned();
+    assert!(
+        rez.status.success() && rez_out.contains("1 of 1 releases were successful"),
+        "rez-release failed:\n{rez_out}\n{}",
+        String::from_utf8_lossy(&rez.stderr)
+    );
+    // rez prints the message as a Python dict: its python turns it into JSON.
+    let repr = printed(&rez_out, "Published to REZ.PACKAGE.RELEASED: ");
+    let to_json = "import ast, json, sys; print(json.dumps(ast.literal_eval(sys.stdin.read())))";
+    let mut python = std::process::Command::new(venv.join("bin/python"))
+        .args(["-c", to_json])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    python.stdin.take().unwrap().write_all(repr.as_bytes()).unwrap();
+    let rez_message: Value = serde_json::from_slice(&python.wait_with_output().unwrap().stdout).unwrap();
+    let rez_email: Value = serde_json::from_str(printed(&rez_out, "Email: ")).unwrap();
+    let rez_body = rez_email["body"].as_str().unwrap();
+    let changelog = rez_body.split_once("\nCHANGELOG:\n").unwrap().1;
+
+    // plugd's hooks for the same release: the amqp message, and the email with rez's defaults.
+    let smtp = SmtpServer::start();
+    write_file(
+        dir.path(),
+        &"stages:\n  post_release:\n    - name: announce\n      uses: amqp\n      with:\n        url: stdout\n        \
+         package: {name: \"{{ package.name }}\", version: \"{{ package.version }}\", uri: \"{{ package.uri }}\"}\n    \
+         - name: mail\n      uses: email\n      with: {host: 127.0.0.1, port: PORT, tls: none, recipients: [team@example.com]}\n"
+            .replace("PORT", &smtp.port.to_string()),
+    );
+    let uri = format!("package.uri={}", release.join("foo/1.2.0/package.py").display());
+    let changelog = format!("release.changelog={changelog}");
+    let set = ["--set", "package.name=foo", "--set", "package.version=1.2.0", "--set", &uri];
+    let set = [&set[..], &["--set", "release.message=Faster builds", "--set", &changelog]].concat();
+    let out = hooks(dir.path(), &[&["run", "post_release", "--dry-run"][..], &set].concat()).assert_code(0);
+    let email_inputs = out.stdout.lines().filter_map(|l| l.trim_start().strip_prefix("with: ")).nth(1).unwrap();
+    let plugd_email: Value = serde_json::from_str(email_inputs).unwrap();
+    let out = hooks(dir.path(), &[&["run", "post_release"][..], &set].concat()).assert_code(0);
+    let delivered = smtp.messages.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 1, "{}", out.stderr);
+    assert!(delivered[0].1.contains(&format!("Subject: {}", rez_email["subject"].as_str().unwrap())), "{delivered:?}");
+    let plugd_message: Value =
+        serde_json::from_str(printed(&out.stderr, "Published to REZ.PACKAGE.RELEASED: ")).unwrap();
+
+    // The whole message is the same: package (handle and user included) and variants.
+    assert_eq!(plugd_message, rez_message);
+
+    // The email: the same sender and subject; the same body but for rez's `REZ VERSION` line and
+    // the host after the user (rez's `system.fqdn` is `socket.getfqdn()`, plugd's the host name).
+    assert_eq!(plugd_email["sender"], rez_email["sender"]);
+    assert_eq!(plugd_email["subject"], rez_email["subject"]);
+    let without_host = |body: &str| -> Vec<String> {
+        body.lines()
+            .filter(|l| !l.starts_with("REZ VERSION: "))
+            .map(|l| match l.split_once(" was released by ") {
+                Some((package, by)) => format!("{package} was released by {}", by.split('@').next().unwrap()),
+                None => l.to_owned(),
+            })
+            .collect()
+    };
+    assert_eq!(without_host(plugd_email["body"].as_str().unwrap()), without_host(rez_body));
+}
+
+#[test]
+fn email_defaults_to_rez_emailer_texts_in_hooks() {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(
+        dir.path(),
+        "stages:\n  post_release:\n    - name: mail\n      uses: email\n      with: {host: 127.0.0.1, recipients: [a@example.com]}\n",
+    );
+    hooks(dir.path(), &["check"]).assert_code(0);
+    let set =
+        ["--set", "package.name=foo", "--set", "package.version=1.2.0", "--set", "package.uri=/r/foo/1.2.0/package.py"];
+    let out = hooks(dir.path(), &[&["run", "post_release", "--dry-run"][..], &set].concat()).assert_code(0);
+    let inputs = out.stdout.lines().find_map(|l| l.trim_start().strip_prefix("with: ")).unwrap();
+    let inputs: Value = serde_json::from_str(inputs).unwrap();
+    let user = inputs["sender"].as_str().unwrap().strip_suffix("@rez-release.com").unwrap().to_owned();
+    assert_eq!(inputs["subject"], format!("[rez] [release] {user} released foo-1.2.0"));
+    let body = inputs["body"].as_str().unwrap();
+    let (first, rest) = body.split_once('\n').unwrap();
+    assert!(first.starts_with(&format!("Package 'foo-1.2.0' was released by {user}@")), "{body}");
+    assert_eq!(
+        rest,
+        format!(
+            "\nUSER: {user}\nPACKAGE: foo-1.2.0\nRELEASED TO: /r\nPREVIOUS VERSION: None.\n\n1 VARIANTS:\n/r/foo/1.2.0\n\n\
+             MESSAGE:\nNo release message.\n\nCHANGELOG:\nNo changelog."
+        )
+    );
 }
