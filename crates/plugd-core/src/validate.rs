@@ -99,29 +99,7 @@ fn optional_accepts_null(schema: &mut Value) {
             }
         }
     }
-    for (key, value) in fields.iter_mut() {
-        match (key.as_str(), value) {
-            ("items" | "allOf" | "anyOf" | "oneOf", Value::Array(schemas)) => {
-                schemas.iter_mut().for_each(optional_accepts_null);
-            }
-            (
-                "items"
-                | "additionalItems"
-                | "additionalProperties"
-                | "contains"
-                | "propertyNames"
-                | "not"
-                | "if"
-                | "then"
-                | "else",
-                schema,
-            ) => optional_accepts_null(schema),
-            ("definitions" | "patternProperties", Value::Object(schemas)) => {
-                schemas.values_mut().for_each(optional_accepts_null);
-            }
-            _ => {}
-        }
-    }
+    plugd_sdk::for_each_subschema(fields, optional_accepts_null);
 }
 
 fn pointer(path: &str) -> String {

@@ -198,11 +198,7 @@ async fn drain(stream: impl AsyncRead + Unpin, name: &'static str, echo: bool, t
                         eprintln!("{raw}");
                     }
                 }
-                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-                tail.push_back(text);
-                if tail.len() > TAIL_LINES {
-                    tail.pop_front();
-                }
+                keep_last(&tail, text, TAIL_LINES);
             }
         }
     }
@@ -227,7 +223,17 @@ async fn skip_line(reader: &mut (impl AsyncBufRead + Unpin)) {
 }
 
 /// The last lines of stdout and stderr together, in the order they came.
-type Tail = std::sync::Arc<std::sync::Mutex<VecDeque<String>>>;
+pub(crate) type Tail = std::sync::Arc<std::sync::Mutex<VecDeque<String>>>;
+
+/// Adds `line` to `tail`, keeping only the last `lines` lines: the one rule of a process's output
+/// tail (plugin processes here, Python hosts in `bk::pool`).
+pub(crate) fn keep_last(tail: &Tail, line: String, lines: usize) {
+    let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+    tail.push_back(line);
+    if tail.len() > lines {
+        tail.pop_front();
+    }
+}
 
 pub(crate) async fn run(spawn: Spawn<'_>) -> Result<Finished, String> {
     let Some(argv0) = spawn.argv.first().filter(|a| !a.is_empty()) else {

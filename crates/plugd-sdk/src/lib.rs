@@ -70,7 +70,7 @@ pub use erased::{
 pub use meta::{is_valid_name, parse_version, Meta};
 pub use plugin::{Outcome, Plugin, PluginError};
 pub use report::Report;
-pub use schema::{field_title, schema_for, Empty, PluginCallbackInfo};
+pub use schema::{field_title, for_each_subschema, schema_for, Empty, PluginCallbackInfo};
 
 // Re-exported so plugin crates use the exact versions the kit was built with.
 pub use schemars;

@@ -116,10 +116,21 @@ fn shape(schema: &mut Value, enums: &[String]) {
             *property = shape_property(name, std::mem::take(property), optional, enums);
         }
     }
-    for (key, value) in fields.iter_mut() {
+    for_each_subschema(fields, |s| shape(s, enums));
+}
+
+/// Calls `visit` on each schema that a draft-07 schema object holds directly (`items`, `allOf`,
+/// `anyOf`, `oneOf`, `additionalItems`, `additionalProperties`, `contains`, `propertyNames`, `not`,
+/// `if`, `then`, `else`, and each of `definitions` and `patternProperties`), but not on its
+/// `properties`, which a walker usually treats apart. Not recursive: `visit` goes deeper itself.
+///
+/// The one list of where subschemas stand, for every walk over a schema (plugd-core's validation
+/// walks the same places as [`schema_for`] does).
+pub fn for_each_subschema(schema: &mut Map<String, Value>, mut visit: impl FnMut(&mut Value)) {
+    for (key, value) in schema.iter_mut() {
         match (key.as_str(), value) {
             ("items" | "allOf" | "anyOf" | "oneOf", Value::Array(schemas)) => {
-                schemas.iter_mut().for_each(|s| shape(s, enums));
+                schemas.iter_mut().for_each(&mut visit);
             }
             (
                 "items"
@@ -131,10 +142,10 @@ fn shape(schema: &mut Value, enums: &[String]) {
                 | "if"
                 | "then"
                 | "else",
-                s,
-            ) => shape(s, enums),
+                schema,
+            ) => visit(schema),
             ("definitions" | "patternProperties", Value::Object(schemas)) => {
-                schemas.values_mut().for_each(|s| shape(s, enums));
+                schemas.values_mut().for_each(&mut visit);
             }
             _ => {}
         }

@@ -210,37 +210,76 @@ fn enqueue(conn: &Connection, trace_id: &str, callback: &FinishCallback, now: Mi
     Ok(())
 }
 
-pub(crate) fn insert(conn: &Connection, new: &NewInvocation) -> Res<()> {
-    let inv = &new.invocation;
-    let state = inv.state;
-    let deadline_at = schedule::deadline_at(new.now, new.deadline);
-    let plan = plan(conn, &inv.trace_id, state, new.poll_after, new.callback_timeout, deadline_at, new.now)?;
+/// The columns of an invocation's row beside the invocation itself.
+pub(crate) struct RowFields<'a> {
+    pub(crate) created_at: Millis,
+    pub(crate) updated_at: Millis,
+    pub(crate) finish_at: Option<Millis>,
+    pub(crate) next_run_at: Option<Millis>,
+    pub(crate) lease_owner: Option<&'a str>,
+    pub(crate) lease_expires_at: Option<Millis>,
+    pub(crate) attempt: i64,
+    pub(crate) deadline_at: Option<Millis>,
+    pub(crate) created_by: Option<&'a str>,
+    pub(crate) callback_deadline_at: Option<Millis>,
+    pub(crate) callback_timeout: Option<Duration>,
+}
+
+/// Writes one invocation's row (a new one, or one imported from another store).
+pub(crate) fn insert_row(conn: &Connection, inv: &Invocation, row: &RowFields<'_>) -> Res<()> {
     let (storage, outputs) = (object_text(&inv.storage)?, object_text(&inv.outputs)?);
     conn.prepare_cached(&format!(
-        "INSERT INTO invocations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, NULL, NULL, 0, ?14, ?15, ?16, ?17)"
+        "INSERT INTO invocations ({COLUMNS}) VALUES
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
     ))
     .and_then(|mut s| {
         s.execute(params![
             inv.trace_id,
             inv.plugin,
             inv.version,
-            state.code(),
+            inv.state.code(),
             inv.invoke_count,
             inv.inputs.to_string(),
             inv.context.to_string(),
             storage,
             outputs,
             inv.err,
-            new.now,
-            plan.finish_at,
-            plan.next_run_at,
-            deadline_at,
-            new.created_by,
-            plan.callback_deadline_at,
-            millis_of(plan.callback_timeout),
+            row.created_at,
+            row.updated_at,
+            row.finish_at,
+            row.next_run_at,
+            row.lease_owner,
+            row.lease_expires_at,
+            row.attempt,
+            row.deadline_at,
+            row.created_by,
+            row.callback_deadline_at,
+            millis_of(row.callback_timeout),
         ])
     })
     .map_err(sql_error)?;
+    Ok(())
+}
+
+pub(crate) fn insert(conn: &Connection, new: &NewInvocation) -> Res<()> {
+    let inv = &new.invocation;
+    let state = inv.state;
+    let deadline_at = schedule::deadline_at(new.now, new.deadline);
+    let plan = plan(conn, &inv.trace_id, state, new.poll_after, new.callback_timeout, deadline_at, new.now)?;
+    let row = RowFields {
+        created_at: new.now,
+        updated_at: new.now,
+        finish_at: plan.finish_at,
+        next_run_at: plan.next_run_at,
+        lease_owner: None,
+        lease_expires_at: None,
+        attempt: 0,
+        deadline_at,
+        created_by: new.created_by.as_deref(),
+        callback_deadline_at: plan.callback_deadline_at,
+        callback_timeout: plan.callback_timeout,
+    };
+    insert_row(conn, inv, &row)?;
     append_reports(conn, &inv.trace_id, &new.reports)?;
     append_report_files(conn, &inv.trace_id, &new.report_files)?;
     let execute = Execute { trigger: "start", invoke_count: inv.invoke_count, state, err: inv.err.as_deref() };

@@ -4,7 +4,7 @@ use plugd_core::store::{ReportFile, StoreError, StoreFuture};
 use plugd_core::transfer::{CallbackRecord, Counts, InvocationRecord, OutboxRecord, Records, SettingRecord, Transfer};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::ops::{self, object_text, read_row, COLUMNS};
+use crate::ops::{self, read_row, COLUMNS};
 use crate::{sql_error, SqliteStore};
 
 type Res<T> = Result<T, StoreError>;
@@ -112,38 +112,20 @@ fn export_settings(conn: &Connection) -> Res<Vec<SettingRecord>> {
 
 fn import_invocation(conn: &Connection, record: &InvocationRecord) -> Res<()> {
     let (s, inv) = (&record.stored, &record.stored.invocation);
-    let timeout_ms = s.callback_timeout.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    let (storage, outputs) = (object_text(&inv.storage)?, object_text(&inv.outputs)?);
-    conn.prepare_cached(&format!(
-        "INSERT INTO invocations ({COLUMNS}) VALUES
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
-    ))
-    .and_then(|mut st| {
-        st.execute(params![
-            inv.trace_id,
-            inv.plugin,
-            inv.version,
-            inv.state.code(),
-            inv.invoke_count,
-            inv.inputs.to_string(),
-            inv.context.to_string(),
-            storage,
-            outputs,
-            inv.err,
-            s.created_at,
-            s.updated_at,
-            s.finish_at,
-            s.next_run_at,
-            s.lease_owner,
-            s.lease_expires_at,
-            s.attempt,
-            s.deadline_at,
-            s.created_by,
-            s.callback_deadline_at,
-            timeout_ms,
-        ])
-    })
-    .map_err(sql_error)?;
+    let row = ops::RowFields {
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+        finish_at: s.finish_at,
+        next_run_at: s.next_run_at,
+        lease_owner: s.lease_owner.as_deref(),
+        lease_expires_at: s.lease_expires_at,
+        attempt: s.attempt,
+        deadline_at: s.deadline_at,
+        created_by: s.created_by.as_deref(),
+        callback_deadline_at: s.callback_deadline_at,
+        callback_timeout: s.callback_timeout,
+    };
+    ops::insert_row(conn, inv, &row)?;
     let trace_id = &inv.trace_id;
     if let Some(text) = &record.logs {
         conn.prepare_cached("INSERT INTO logs (trace_id, text) VALUES (?1, ?2)")

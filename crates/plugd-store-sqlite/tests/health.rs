@@ -2,15 +2,14 @@
 //! or directory at fault named. Real files; a real full or read-only filesystem (a small tmpfs) where
 //! the test may mount one (root), with a notice otherwise.
 
-use std::io::{Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use plugd_core::store::{NewInvocation, Store, StoreErrorKind};
 use plugd_core::Invocation;
 use plugd_sdk::State;
 use plugd_store_sqlite::{SqliteOptions, SqliteStore};
+use plugd_store_tests::disk::{self, Tmpfs};
 use serde_json::json;
 
 /// Longer than the store reuses a probe's result.
@@ -53,20 +52,9 @@ async fn database(path: &Path) {
 
 /// Overwrites the pages `from..` of the file with bytes that are no SQLite page.
 fn write_garbage(path: &Path, from: u64) {
-    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    let length = file.metadata().unwrap().len();
+    let length = std::fs::metadata(path).unwrap().len();
     assert!(length > (from + 2) * 4096, "the database has too few pages: {length} bytes");
-    let mut state: u32 = 0x2545_f491;
-    let garbage: Vec<u8> = (0..length - from * 4096)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        })
-        .collect();
-    file.seek(SeekFrom::Start(from * 4096)).unwrap();
-    file.write_all(&garbage).unwrap();
+    disk::write_garbage(path, from * 4096, 0x2545_f491);
 }
 
 #[tokio::test]
@@ -104,82 +92,10 @@ async fn a_sound_database_takes_a_write_probe() {
     assert!(!names.iter().any(|n| n.ends_with("-probe")), "{names:?}");
 }
 
-/// A small tmpfs mounted on a temporary directory, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts one; the tests that do are marked `#[ignore = "needs root ..."]`.
-    fn mount() -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-            .arg(dir.path())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(mounted, "this test mounts a small tmpfs, which needs root (or CAP_SYS_ADMIN)");
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Fills the filesystem; the file that did it.
-    fn fill(&self) -> PathBuf {
-        let filler = self.path().join("filler");
-        let mut file = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![7u8; 64 * 1024];
-        loop {
-            match file.write_all(&chunk) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(28) => break,
-                Err(e) => panic!("filling the tmpfs: {e}"),
-            }
-        }
-        // What a partial write left: fill it to the last byte.
-        while file.write_all(&[7]).is_ok() {}
-        filler
-    }
-
-    /// Remounts it read-only, once no file on it is open for writing.
-    fn make_read_only(&self) {
-        for _ in 0..100 {
-            let remounted = Command::new("mount")
-                .args(["-o", "remount,ro"])
-                .arg(self.path())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if remounted {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("cannot remount {} read-only", self.path().display());
-    }
-}
-
-impl Drop for Tmpfs {
-    /// Unmounts once the store's background connections have closed, or lazily.
-    fn drop(&mut self) {
-        for _ in 0..40 {
-            let umount = Command::new("umount").arg(self.path()).stderr(Stdio::null()).status();
-            if umount.is_ok_and(|s| s.success()) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
-    }
-}
-
 #[tokio::test]
 #[ignore = "needs root: mounts a tmpfs"]
 async fn a_full_disk_fails_the_write_probe_naming_the_directory() {
-    let tmpfs = Tmpfs::mount();
+    let tmpfs = Tmpfs::mount("2m");
     let store = SqliteStore::open(&tmpfs.path().join("plugd.db"), SqliteOptions::default()).unwrap();
     store.insert(new(1)).await.unwrap();
     store.check_writable().await.unwrap();
@@ -206,7 +122,7 @@ async fn a_full_disk_fails_the_write_probe_naming_the_directory() {
 #[tokio::test]
 #[ignore = "needs root: mounts a tmpfs"]
 async fn a_read_only_directory_is_named_at_open() {
-    let tmpfs = Tmpfs::mount();
+    let tmpfs = Tmpfs::mount("2m");
     let path = tmpfs.path().join("plugd.db");
     database(&path).await;
     tmpfs.make_read_only();

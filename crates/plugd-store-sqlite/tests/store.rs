@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plugd_core::store::{
-    CallbackReceipt, CancelOutcome, Completion, Delivery, FinishCallback, HistoryQuery, NewInvocation, Store,
-    StoreErrorKind,
+    CallbackReceipt, CancelOutcome, Delivery, FinishCallback, HistoryQuery, NewInvocation, Store, StoreErrorKind,
 };
-use plugd_core::{Invocation, Step, Trigger};
+use plugd_core::{Invocation, Trigger};
 use plugd_sdk::{Callback, State};
 use plugd_store_sqlite::{SqliteOptions, SqliteStore};
-use serde_json::{json, Map};
+use plugd_store_tests::records::{completion_at as completion, invocation, new_at, step};
+use serde_json::json;
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -19,54 +19,9 @@ fn open(dir: &tempfile::TempDir) -> SqliteStore {
     SqliteStore::open(&dir.path().join("plugd.db"), SqliteOptions::default()).unwrap()
 }
 
-fn invocation(state: State) -> Invocation {
-    let mut inv = Invocation::new("countdown", "1.0.0", json!({"from": 1}), json!({}));
-    inv.state = state;
-    inv.invoke_count = 1;
-    inv
-}
-
+/// The suite's new invocation at `now`, due again at `next_run_at`.
 fn new(inv: &Invocation, now: i64, next_run_at: Option<i64>) -> NewInvocation {
-    NewInvocation {
-        invocation: inv.clone(),
-        now,
-        poll_after: next_run_at.map(|at| Duration::from_millis((at - now) as u64)),
-        deadline: None,
-        logs: "first\n".into(),
-        reports: vec![json!({"description": "first"})],
-        report_files: Vec::new(),
-        created_by: Some("bk_sops".into()),
-        callback_timeout: None,
-        duration: Duration::from_millis(3),
-    }
-}
-
-fn step(state: State, invoke_count: u32, poll_after: Option<Duration>) -> Step {
-    Step {
-        state,
-        invoke_count,
-        storage: Map::new(),
-        outputs: Map::new(),
-        err: None,
-        poll_after,
-        callback_timeout: None,
-        reports: Vec::new(),
-    }
-}
-
-fn completion(trace_id: &str, attempt: i64, step: Step, now: i64) -> Completion {
-    Completion {
-        trace_id: trace_id.into(),
-        attempt,
-        step,
-        now,
-        consumed_callback: None,
-        logs: String::new(),
-        finish_callback: None,
-        reports: vec![json!({"description": "later"})],
-        report_files: Vec::new(),
-        duration: Duration::from_millis(5),
-    }
+    new_at(inv, now, next_run_at.map(|at| Duration::from_millis((at - now) as u64)))
 }
 
 #[tokio::test]
@@ -80,7 +35,10 @@ async fn insert_get_and_conflict() {
     assert_eq!((stored.created_at, stored.finish_at, stored.next_run_at), (1_000, Some(1_000), None));
     assert_eq!(stored.created_by.as_deref(), Some("bk_sops"));
     assert_eq!(store.logs(&inv.trace_id).await.unwrap().as_deref(), Some("first\n"));
-    assert_eq!(store.reports(&inv.trace_id).await.unwrap(), Some(vec![json!({"description": "first"})]));
+    assert_eq!(
+        store.reports(&inv.trace_id).await.unwrap(),
+        Some(vec![json!({"description": "first", "html": "1-1/index.html"})])
+    );
     assert_eq!(store.insert(new(&inv, 1_000, None)).await.unwrap_err().kind, StoreErrorKind::Conflict);
     assert_eq!(store.get("0".repeat(32).as_str()).await.unwrap(), None);
     assert_eq!(store.logs("nope").await.unwrap(), None);
@@ -346,7 +304,7 @@ async fn executes_make_a_timeline() {
         (timeline[1].trigger.as_str(), timeline[1].invoke_count, timeline[1].state),
         ("poll", 2, State::Success)
     );
-    assert_eq!(timeline[1].started_at, 2_005);
+    assert_eq!((timeline[1].started_at, timeline[1].duration), (2_008, Duration::from_millis(2)));
     // A lost claim records nothing.
     assert!(!store.complete(completion(&inv.trace_id, 99, step(State::Fail, 3, None), 3_000)).await.unwrap());
     assert_eq!(store.executes(&inv.trace_id).await.unwrap().unwrap().len(), 2);

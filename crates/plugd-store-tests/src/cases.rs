@@ -6,12 +6,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use plugd_core::schedule::Limits;
 use plugd_core::store::{
-    CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, FinishCallback, Millis, NewInvocation, ReportFile,
-    Store, StoreErrorKind,
+    CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, FinishCallback, Millis, NewInvocation, Store,
+    StoreErrorKind,
 };
 use plugd_core::{Invocation, Step, Trigger};
 use plugd_sdk::{Callback, State};
-use serde_json::{json, Map};
+use serde_json::json;
+
+use crate::records::{completion_at, invocation, new_at, step};
 
 const LEASE: Duration = Duration::from_secs(30);
 /// How long a case waits for something that should be due at once.
@@ -21,54 +23,12 @@ fn now() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
 }
 
-fn invocation(state: State) -> Invocation {
-    let mut inv = Invocation::new("countdown", "1.0.0", json!({"from": 1}), json!({}));
-    inv.state = state;
-    inv.invoke_count = 1;
-    inv
-}
-
 fn new(inv: &Invocation, poll_after: Option<Duration>) -> NewInvocation {
-    NewInvocation {
-        invocation: inv.clone(),
-        now: now(),
-        poll_after,
-        deadline: None,
-        logs: "first\n".into(),
-        reports: vec![json!({"description": "first", "html": "1-1/index.html"})],
-        report_files: vec![ReportFile { path: "1-1/index.html".into(), content: b"<h1>first</h1>".to_vec() }],
-        created_by: Some("bk_sops".into()),
-        callback_timeout: None,
-        duration: Duration::from_millis(3),
-    }
-}
-
-fn step(state: State, invoke_count: u32, poll_after: Option<Duration>) -> Step {
-    Step {
-        state,
-        invoke_count,
-        storage: Map::new(),
-        outputs: Map::new(),
-        err: None,
-        poll_after,
-        callback_timeout: None,
-        reports: Vec::new(),
-    }
+    new_at(inv, now(), poll_after)
 }
 
 fn completion(trace_id: &str, attempt: i64, step: Step) -> Completion {
-    Completion {
-        trace_id: trace_id.into(),
-        attempt,
-        step,
-        now: now(),
-        consumed_callback: None,
-        logs: "later\n".into(),
-        finish_callback: None,
-        reports: vec![json!({"description": "later"})],
-        report_files: Vec::new(),
-        duration: Duration::from_millis(2),
-    }
+    completion_at(trace_id, attempt, step, now())
 }
 
 /// Claims until something comes (within [`PATIENCE`]).

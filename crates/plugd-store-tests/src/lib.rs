@@ -11,12 +11,16 @@ Cases run on real time with short waits, never on a clock the test picks, so tha
 keeps its own clock (PostgreSQL's `now()`) passes the same cases as one that takes the caller's.
 
 [`TestDatabase`] makes a PostgreSQL database of its own for one test, from `PLUGD_TEST_POSTGRES_URL`,
-and drops it afterwards.
+and drops it afterwards. [`disk`] damages a database file, or mounts a small tmpfs to fill or make
+read-only, for the health tests of a store and of `plugd serve`; [`records`] builds the records the
+cases write, for a store's own tests too.
 */
 #![deny(missing_docs)]
 
 pub mod cases;
+pub mod disk;
 mod postgres;
+pub mod records;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

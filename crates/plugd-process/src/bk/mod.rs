@@ -315,40 +315,8 @@ pub fn load_bk(dir: &Path, options: &ProcessOptions, python: &PythonOptions) -> 
 
 /// Runs `plugd_bkhost.py describe` and reads the JSON it writes.
 fn describe(config: &pool::HostConfig) -> Result<Value, String> {
-    use std::os::unix::process::CommandExt;
-    let mut command = match &config.reaper {
-        Some(reaper) => {
-            let mut command = std::process::Command::new(reaper);
-            command.arg(crate::reaper::REAPER_ARG).arg("--parent").arg(std::process::id().to_string());
-            if let Some(user) = &config.user {
-                command.args(["--uid", &user.uid.to_string(), "--gid", &user.gid.to_string()]);
-            }
-            command.arg("--").arg(&config.python);
-            command
-        }
-        None => {
-            let mut command = std::process::Command::new(&config.python);
-            if let Some(user) = &config.user {
-                command.gid(user.gid).uid(user.uid);
-            }
-            command
-        }
-    };
-    let mut env = config.env.clone();
-    if let Some(user) = &config.user {
-        user.apply_env(&mut env);
-    }
-    command
-        .arg(&config.script)
-        .arg("describe")
-        .arg(&config.project)
-        .current_dir(&config.project)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    let mut command = config.command("describe");
+    command.stdin(Stdio::null());
     let mut child = command.spawn().map_err(|e| {
         format!(
             "cannot start {} to import the project: {e} (create a .venv in the project, or give --python or PLUGD_PYTHON)",

@@ -21,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::{oneshot, Semaphore};
 
+use crate::spawn::{keep_last, Tail};
 use crate::PluginUser;
 
 /// The longest answer line a host may write; a longer one kills the host.
@@ -47,6 +48,49 @@ pub(crate) struct HostConfig {
     pub(crate) hosts: usize,
     pub(crate) timeout: Duration,
     pub(crate) echo: bool,
+}
+
+impl HostConfig {
+    /// `plugd_bkhost.py <mode> <project>` in the project's folder, through the reaper if there is
+    /// one, as the plugin user if there is one, with only the configured environment, its output
+    /// and errors piped, in a process group of its own. The caller adds what the mode takes and
+    /// standard input.
+    pub(crate) fn command(&self, mode: &str) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
+        let mut command = match &self.reaper {
+            Some(reaper) => {
+                let mut command = std::process::Command::new(reaper);
+                command.arg(crate::reaper::REAPER_ARG).arg("--parent").arg(std::process::id().to_string());
+                if let Some(user) = &self.user {
+                    command.args(["--uid", &user.uid.to_string(), "--gid", &user.gid.to_string()]);
+                }
+                command.arg("--").arg(&self.python);
+                command
+            }
+            None => {
+                let mut command = std::process::Command::new(&self.python);
+                if let Some(user) = &self.user {
+                    command.gid(user.gid).uid(user.uid);
+                }
+                command
+            }
+        };
+        let mut env = self.env.clone();
+        if let Some(user) = &self.user {
+            user.apply_env(&mut env);
+        }
+        command
+            .arg(&self.script)
+            .arg(mode)
+            .arg(&self.project)
+            .current_dir(&self.project)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        command
+    }
 }
 
 /// One execute's answer, as the host writes it.
@@ -237,41 +281,8 @@ impl Drop for InFlight<'_> {
 
 /// Starts a host and waits until it has imported the project.
 async fn start(config: &HostConfig) -> Result<Host, HostError> {
-    let mut command = match &config.reaper {
-        Some(reaper) => {
-            let mut command = tokio::process::Command::new(reaper);
-            command.arg(crate::reaper::REAPER_ARG).arg("--parent").arg(std::process::id().to_string());
-            if let Some(user) = &config.user {
-                command.args(["--uid", &user.uid.to_string(), "--gid", &user.gid.to_string()]);
-            }
-            command.arg("--").arg(&config.python);
-            command
-        }
-        None => {
-            let mut command = tokio::process::Command::new(&config.python);
-            if let Some(user) = &config.user {
-                command.gid(user.gid).uid(user.uid);
-            }
-            command
-        }
-    };
-    let mut env = config.env.clone();
-    if let Some(user) = &config.user {
-        user.apply_env(&mut env);
-    }
-    command
-        .arg(&config.script)
-        .arg("serve")
-        .arg(&config.project)
-        .arg(config.threads.max(1).to_string())
-        .current_dir(&config.project)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(config.reaper.is_none());
+    let mut command = tokio::process::Command::from(config.command("serve"));
+    command.arg(config.threads.max(1).to_string()).stdin(Stdio::piped()).kill_on_drop(config.reaper.is_none());
     let mut child = command
         .spawn()
         .map_err(|e| HostError::Start(format!("cannot start the Python host ({}): {e}", config.python.display())))?;
@@ -390,8 +401,6 @@ fn describe(status: std::process::ExitStatus) -> String {
     }
 }
 
-type Tail = Arc<Mutex<std::collections::VecDeque<String>>>;
-
 /// Logs a host's standard error (the plugin's prints among it), up to [`MAX_STDERR_LOG`] bytes,
 /// keeping the last lines to explain a host that would not start.
 async fn drain_stderr(stream: impl AsyncRead + Unpin, echo: bool, tail: Tail) {
@@ -408,11 +417,7 @@ async fn drain_stderr(stream: impl AsyncRead + Unpin, echo: bool, tail: Tail) {
                         eprintln!("{text}");
                     }
                 }
-                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-                tail.push_back(text);
-                if tail.len() > TAIL_LINES {
-                    tail.pop_front();
-                }
+                keep_last(&tail, text, TAIL_LINES);
             }
             // An over-long line: the rest of the stream is not logged (but read, so the host never blocks).
             Err(_) => {

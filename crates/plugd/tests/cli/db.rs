@@ -1,7 +1,7 @@
 //! `plugd db copy` and `plugd db status`: a SQLite service moved to PostgreSQL with its pending
 //! work, which then finishes there (`PLUGD_TEST_POSTGRES_URL`; skipped, saying so, when unset).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::BufReader;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,7 @@ use plugd_store_sqlite::{SqliteOptions, SqliteStore};
 use plugd_store_tests::TestDatabase;
 use serde_json::{json, Value};
 
-use crate::util::{stderr_lines, try_request, Plugd, Running};
+use crate::util::{read_request, respond_json, serve_in_workspace, try_request, Plugd, Running};
 
 /// Finish callbacks land here; answers 500 while `failing`.
 struct Receiver {
@@ -32,28 +32,13 @@ impl Receiver {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = value.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
+                let (_, body) = read_request(&mut reader).unwrap_or_default();
                 let failed = fail.load(Ordering::SeqCst);
                 if !failed {
                     seen.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
                 }
                 let (status, reply) = if failed { (500, "{}") } else { (200, r#"{"result": true}"#) };
-                let response = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-                    reply.len()
-                );
-                let _ = stream.write_all(response.as_bytes());
+                respond_json(&mut stream, status, reply);
             }
         });
         Receiver { url, bodies, failing }
@@ -67,32 +52,8 @@ struct Server {
 
 impl Server {
     fn start(db: &str, workspace: &std::path::Path) -> Server {
-        let workspace = workspace.display().to_string();
-        let args = [
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            db,
-            "--workspace",
-            &workspace,
-            "--finish-callback-backoff",
-            "100ms",
-            "--finish-callback-timeout",
-            "2s",
-            "--lease",
-            "2s",
-        ];
-        let mut child = Running::new(Plugd::new(&args).spawn());
-        let lines = stderr_lines(child.child());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let base = loop {
-            let line =
-                lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("plugd serve starts");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split(' ').next().unwrap_or_default().to_owned();
-            }
-        };
+        let extra = ["--finish-callback-backoff", "100ms", "--finish-callback-timeout", "2s", "--lease", "2s"];
+        let (child, base) = serve_in_workspace(db, workspace, &extra, "plugd serve starts");
         Server { _child: child, base }
     }
 

@@ -1,24 +1,18 @@
-use std::io::{Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use plugd_store_tests::disk::{write_garbage, Tmpfs};
 use serde_json::{json, Value};
 
-use crate::util::{stderr_lines, try_request, Finished, Plugd, Running};
+use crate::util::{listening_on, try_request, Finished, Plugd, Running};
 
 /// `plugd serve` on `db` and a free port, with its base URL.
 fn serve(db: &Path) -> (Running, String) {
     let db = format!("sqlite://{}", db.display());
     let mut child = Running::new(Plugd::new(&["serve", "--listen", "127.0.0.1:0", "--db", &db]).spawn());
-    let lines = stderr_lines(child.child());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("plugd serve starts");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            return (child, rest.split(' ').next().unwrap_or_default().to_owned());
-        }
-    }
+    let base = listening_on(&mut child, "plugd serve starts");
+    (child, base)
 }
 
 /// Stops it with SIGTERM, as an operator does; its exit code.
@@ -74,21 +68,9 @@ fn serve_refuses_a_damaged_database_and_says_how_to_recover() {
     let db = dir.path().join("plugd.db");
     database(&db);
     // Garbage over every page but the first (the header and the schema).
-    let mut file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
-    let length = file.metadata().unwrap().len();
+    let length = std::fs::metadata(&db).unwrap().len();
     assert!(length >= 4 * 4096, "{length} bytes");
-    let mut state: u32 = 0x9e37_79b9;
-    let garbage: Vec<u8> = (0..length - 4096)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        })
-        .collect();
-    file.seek(SeekFrom::Start(4096)).unwrap();
-    file.write_all(&garbage).unwrap();
-    drop(file);
+    write_garbage(&db, 4096, 0x9e37_79b9);
 
     let finished = refused(&db).assert_code(1);
     let path = db.display();
@@ -105,57 +87,10 @@ fn serve_refuses_a_damaged_database_and_says_how_to_recover() {
     );
 }
 
-/// A small tmpfs mounted on a temporary directory, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts one; the tests that do are marked `#[ignore = "needs root ..."]`.
-    fn mount() -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-            .arg(dir.path())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(mounted, "this test mounts a small tmpfs, which needs root (or CAP_SYS_ADMIN)");
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Fills the filesystem to the last byte; the file that did it.
-    fn fill(&self) -> PathBuf {
-        let filler = self.path().join("filler");
-        let mut file = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![7u8; 64 * 1024];
-        while file.write_all(&chunk).is_ok() {}
-        while file.write_all(&[7]).is_ok() {}
-        filler
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        for _ in 0..40 {
-            let umount = Command::new("umount").arg(self.path()).stderr(Stdio::null()).status();
-            if umount.is_ok_and(|s| s.success()) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
-    }
-}
-
 #[test]
 #[ignore = "needs root: mounts a tmpfs"]
 fn healthz_is_503_while_the_disk_is_full() {
-    let tmpfs = Tmpfs::mount();
+    let tmpfs = Tmpfs::mount("4m");
     let (server, base) = serve(&tmpfs.path().join("plugd.db"));
     assert_eq!(healthz(&base), (200, json!({"status": "ok"})));
 
@@ -178,11 +113,10 @@ fn healthz_is_503_while_the_disk_is_full() {
 #[test]
 #[ignore = "needs root: mounts a tmpfs"]
 fn serve_names_a_read_only_directory() {
-    let tmpfs = Tmpfs::mount();
+    let tmpfs = Tmpfs::mount("4m");
     let db = tmpfs.path().join("plugd.db");
     database(&db);
-    let remounted = Command::new("mount").args(["-o", "remount,ro"]).arg(tmpfs.path()).status().unwrap();
-    assert!(remounted.success());
+    tmpfs.make_read_only();
     let finished = refused(&db).assert_code(1);
     let expected = format!(
         "error: cannot open the database {}: cannot write in the database's directory {}: \

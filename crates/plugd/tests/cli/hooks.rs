@@ -1,11 +1,11 @@
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use crate::util::Plugd;
+use crate::util::{read_request, Plugd};
 
 /// Recipients and raw data of each delivered message.
 type Mailbox = Arc<Mutex<Vec<(Vec<String>, String)>>>;
@@ -76,16 +76,7 @@ impl Receiver {
             for stream in listener.incoming().flatten() {
                 let mut writer = stream.try_clone().unwrap();
                 let mut reader = BufReader::new(stream);
-                let (mut head, mut length, mut line) = (String::new(), 0, String::new());
-                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                    head.push_str(&line);
-                    line.clear();
-                }
-                let mut body = vec![0; length];
-                reader.read_exact(&mut body).unwrap();
+                let (head, body) = read_request(&mut reader).unwrap();
                 let count = {
                     let mut seen = seen.lock().unwrap();
                     seen.push((head, String::from_utf8(body).unwrap()));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use plugd_store_tests::TestDatabase;
 use serde_json::{json, Value};
 
-use crate::util::{stderr_lines, try_request, Plugd, Running};
+use crate::util::{serve_in_workspace, try_request, Plugd, Running};
 
 const COUNTDOWNS: usize = 240;
 const APPROVALS: usize = 40;
@@ -24,31 +24,8 @@ struct Node {
 
 impl Node {
     fn start(db: &str, workspace: &std::path::Path) -> Node {
-        let workspace = workspace.display().to_string();
-        let args = [
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            db,
-            "--workspace",
-            &workspace,
-            "--lease",
-            "2s",
-            "--workers",
-            "16",
-        ];
-        let mut child = Running::new(Plugd::new(&args).spawn());
-        let lines = stderr_lines(child.child());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let base = loop {
-            let line = lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("plugd serve starts on PostgreSQL");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split(' ').next().unwrap_or_default().to_owned();
-            }
-        };
+        let extra = ["--lease", "2s", "--workers", "16"];
+        let (child, base) = serve_in_workspace(db, workspace, &extra, "plugd serve starts on PostgreSQL");
         Node { child: Some(child), base }
     }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::serve::{database, Server};
-use crate::util::{post, stderr_lines, Plugd, Running};
+use crate::util::{listening_on, post, stderr_lines, Plugd, Running};
 
 fn write(dir: &Path, name: &str, text: &str) {
     let path = dir.join(name);
@@ -507,13 +507,7 @@ fn serve_in(dir: &Path, db: &Path, extra: &[&str]) -> (Running, String) {
     let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--db", db.as_str(), "--workspace", workspace.as_str()];
     args.extend_from_slice(extra);
     let mut child = Running::new(Plugd::new(&args).current_dir(dir).spawn());
-    let lines = stderr_lines(child.child());
-    let base = loop {
-        let line = lines.recv_timeout(Duration::from_secs(30)).expect("plugd serve starts");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split(' ').next().unwrap_or_default().to_owned();
-        }
-    };
+    let base = listening_on(&mut child, "plugd serve starts");
     (child, base)
 }
 

@@ -1,4 +1,4 @@
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::BufReader;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::util::{stderr_lines, try_request, Plugd, Running};
+use crate::util::{listening_on, read_request, respond_json, try_request, Plugd, Running};
 
 /// A `plugd serve` process on a random port.
 pub(crate) struct Server {
@@ -55,15 +55,7 @@ impl Server {
             plugd = plugd.env(key, value);
         }
         let mut child = Running::new(plugd.spawn());
-        let lines = stderr_lines(child.child());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let base = loop {
-            let line =
-                lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("plugd serve starts");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split(' ').next().unwrap_or_default().to_owned();
-            }
-        };
+        let base = listening_on(&mut child, "plugd serve starts");
         Server { child: Some(child), base }
     }
 
@@ -211,19 +203,7 @@ impl Receiver {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let (mut head, mut length) = (String::new(), 0);
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = value.trim().parse().unwrap_or(0);
-                    }
-                    head.push_str(&line);
-                }
-                let mut body = vec![0; length];
-                reader.read_exact(&mut body).unwrap();
+                let (head, body) = read_request(&mut reader).unwrap();
                 seen.lock().unwrap().push((head, String::from_utf8(body).unwrap()));
                 if stall.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_secs(3));
@@ -240,13 +220,7 @@ impl Receiver {
                     (true, 1) => (200, "OK"),
                     (true, _) => (500, r#"{"result": false}"#),
                 };
-                let response = format!(
-                    "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-                    reply.0,
-                    reply.1.len(),
-                    reply.1
-                );
-                let _ = stream.write_all(response.as_bytes());
+                respond_json(&mut stream, reply.0, reply.1);
             }
         });
         Receiver { url, bodies, failures, stalled }

@@ -1,6 +1,7 @@
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// A `plugd` invocation under test.
 #[must_use]
@@ -175,4 +176,61 @@ pub(crate) fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<Strin
         }
     });
     lines
+}
+
+/// Waits, 30 s at the most, for a `plugd serve` child to log `listening on <address>`; the
+/// address, as a base URL. Panics with `starts` when it does not come.
+pub(crate) fn listening_on(child: &mut Running, starts: &str) -> String {
+    let lines = stderr_lines(child.child());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect(starts);
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            return rest.split(' ').next().unwrap_or_default().to_owned();
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 request from a connection: its head (request line and headers, as sent)
+/// and its body (`Content-Length` bytes). A head cut short ends where it was cut.
+pub(crate) fn read_request(reader: &mut impl BufRead) -> std::io::Result<(String, Vec<u8>)> {
+    let (mut head, mut length) = (String::new(), 0);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok((head, body))
+}
+
+/// Answers a request with `status` and the JSON `body`, closing the connection.
+pub(crate) fn respond_json(stream: &mut impl Write, status: u16, body: &str) {
+    let response = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes());
+}
+
+/// `plugd serve --listen 127.0.0.1:0 --db <db> --workspace <workspace> <extra>...`, once it
+/// listens: the process and its base URL. Panics with `starts` when it does not start.
+pub(crate) fn serve_in_workspace(
+    db: &str,
+    workspace: &std::path::Path,
+    extra: &[&str],
+    starts: &str,
+) -> (Running, String) {
+    let workspace = workspace.display().to_string();
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--db", db, "--workspace", &workspace];
+    args.extend_from_slice(extra);
+    let mut child = Running::new(Plugd::new(&args).spawn());
+    let base = listening_on(&mut child, starts);
+    (child, base)
 }
