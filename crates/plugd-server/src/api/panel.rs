@@ -193,7 +193,7 @@ pub(crate) async fn history(
         Ok(n) => n,
         Err(response) => return response,
     };
-    let wanted_state = match query.get("state").filter(|s| !s.is_empty()) {
+    let wanted_state = match query.get("state") {
         None => None,
         Some(text) => match text.parse::<u8>().ok().and_then(InvocationState::from_code) {
             Some(s) => Some(s),

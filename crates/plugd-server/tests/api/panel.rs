@@ -56,7 +56,7 @@ async fn history_and_timeline_come_from_the_store() {
     assert_eq!(failed["data"]["total"], 1);
     let (_, hello) = server.get("/ui/api/invocations?plugin=hello&version=1.0.0&state=4").await;
     assert_eq!(hello["data"]["total"], 3);
-    for query in ["state=9", "page=0", "per_page=1000", "state=x"] {
+    for query in ["state=9", "page=0", "per_page=1000", "state=x", "state="] {
         let (status, body) = server.get(&format!("/ui/api/invocations?{query}")).await;
         assert_eq!(status, 400, "{query}");
         check(&document, "get", "/ui/api/invocations", status, &body);
