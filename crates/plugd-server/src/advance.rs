@@ -20,6 +20,10 @@ pub(crate) enum Record {
     Complete {
         /// The claim's fencing token.
         attempt: i64,
+        /// The scheduler's worker slot: given back once the execute ran, before its result is
+        /// written (the claim, renewed until then, still fences it), so the next claims need not
+        /// wait for a commit.
+        worker: Option<tokio::sync::OwnedSemaphorePermit>,
     },
 }
 
@@ -94,7 +98,8 @@ impl AppState {
                 }
                 return Ok(Advanced::Recorded(Box::new(invocation)));
             }
-            Record::Complete { attempt } => {
+            Record::Complete { attempt, worker } => {
+                drop(worker);
                 let finish_callback = if step.state.is_final() { self.finish_callback_for(&invocation) } else { None };
                 let wake_outbox = finish_callback.is_some();
                 let completion = Completion {

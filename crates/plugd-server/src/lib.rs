@@ -102,7 +102,8 @@ pub async fn serve(
         tokio::spawn(outbox::run(state.clone(), stop.clone())),
         tokio::spawn(retention::run(state.clone(), stop.clone())),
     ];
-    let app = api::router(state.clone());
+    // Open event streams end at shutdown rather than hold the graceful stop for its whole grace.
+    let app = api::router(state.clone()).layer(axum::Extension(api::Stopping(stop.clone())));
     let http_stop = stop.clone();
     tokio::spawn(async move {
         shutdown.await;

@@ -561,6 +561,21 @@ fn panel_paths(state: &AppState, paths: &mut Map<String, Value>) {
                     ),
                 )
             }
+            "/ui/api/invocations/{trace_id}/events" => {
+                parameters.push(path_parameter("trace_id", json!({"type": "string"}), "An invocation's trace_id."));
+                add_status(&mut responses, "404", "No such invocation (or another app's).");
+                add_status(&mut responses, "503", "The store cannot be read.");
+                (
+                    "The panel: one invocation, live, as server-sent events.",
+                    json!({
+                        "description": "An event stream: `invocation` at once and whenever the invocation changes, \
+                            each the `data` of `GET /ui/api/invocations/{trace_id}` as JSON; `final`, the last snapshot, \
+                            when it is final, and the stream ends. It also ends after five minutes (an `EventSource` \
+                            reconnects), at shutdown, and when the client goes away; comments keep it alive.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    }),
+                )
+            }
             _ => {
                 parameters.push(path_parameter("trace_id", json!({"type": "string"}), "An invocation's trace_id."));
                 add_status(&mut responses, "404", "No such invocation (or another app's).");

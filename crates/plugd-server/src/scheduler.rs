@@ -104,7 +104,7 @@ async fn shut_down(state: &AppState, mut tasks: JoinSet<()>, running: Running) {
     }
 }
 
-async fn execute_claim(state: AppState, claim: Claim, _permit: OwnedSemaphorePermit, running: Running) {
+async fn execute_claim(state: AppState, claim: Claim, permit: OwnedSemaphorePermit, running: Running) {
     // The store's clock decides (on a shared database, every node's clock is the database's).
     let now = claim.claimed_at;
     let trace_id = claim.stored.invocation.trace_id.clone();
@@ -115,7 +115,10 @@ async fn execute_claim(state: AppState, claim: Claim, _permit: OwnedSemaphorePer
     // The claim stays renewed until its result is written (reading reports can take a while).
     let renewal = tokio::spawn(renew(state.clone(), trace_id.clone(), attempt));
     let limit = state.config.limits().exceeded(&claim.stored, &claim.trigger, now);
-    match state.advance(claim.stored.invocation, claim.trigger, limit, Record::Complete { attempt }).await {
+    match state
+        .advance(claim.stored.invocation, claim.trigger, limit, Record::Complete { attempt, worker: Some(permit) })
+        .await
+    {
         Ok(Advanced::Recorded(_)) => {}
         Ok(Advanced::Lost) => {
             tracing::warn!(%trace_id, attempt, "the claim was lost (cancelled or leased to another run); result dropped");

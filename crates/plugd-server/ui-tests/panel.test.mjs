@@ -182,6 +182,8 @@ try {
     await page.waitForSelector('[data-state="POLL"]');
     await page.waitForFunction(() => /next poll in \d/.test(document.getElementById('countdown')?.textContent || ''));
     await page.waitForSelector('#timeline tr[data-trigger="poll"]');
+    const live = await page.getAttribute('#countdown', 'data-live');
+    expect(live === 'events', `an open server's page listens to events, not ${live}`);
     await shot(page, 'invocation-countdown-polling-1280');
     await page.waitForSelector('[data-state="SUCCESS"]', { timeout: 20000 });
     const polls = await page.locator('#timeline tr[data-trigger="poll"]').count();
@@ -297,6 +299,8 @@ try {
     await p.fill('[data-path="/name"]', 'token');
     await p.click('#run');
     await p.waitForSelector('[data-state="SUCCESS"]');
+    const live = await p.getAttribute('#countdown', 'data-live');
+    expect(live === 'polling', `with credentials the page polls with its token, not ${live}`);
     const html = await p.content();
     expect(!html.includes('s3cret-panel-token'), 'the token is never shown');
     await ctx.close();

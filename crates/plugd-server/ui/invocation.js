@@ -1,7 +1,9 @@
-// One invocation, live: polled every second while pending, drawn in place so that what the user types
-// (a callback body) survives each refresh.
+// One invocation, live: server-sent events (/ui/api/invocations/{id}/events) on an open server,
+// polled every second while pending where they cannot be used (an EventSource sends no bearer token,
+// and a token never goes in a URL) or fail; drawn in place so that what the user types (a callback
+// body) survives each refresh.
 import { h, clear, badge, tree, time, duration, copy } from './dom.js';
-import { data, request, bk, curl } from './api.js';
+import { data, request, bk, curl, token } from './api.js';
 
 const POLL_MS = 1000;
 
@@ -9,6 +11,7 @@ export function invocationPage(main, traceId) {
   let stopped = false;
   let timer = null;
   let tick = null;
+  let source = null;
   let last = null;
   let skew = 0;
   const el = {
@@ -145,6 +148,7 @@ export function invocationPage(main, traceId) {
     drawCountdown();
   }
 
+  // Polling: one read now, the next in a second while pending.
   async function refresh() {
     if (stopped) return;
     clearTimeout(timer);
@@ -153,14 +157,39 @@ export function invocationPage(main, traceId) {
       if (stopped) return;
       showError('');
       draw(inv);
-      if (inv.state === 2 || inv.state === 3) timer = setTimeout(refresh, POLL_MS);
+      if (!source && (inv.state === 2 || inv.state === 3)) timer = setTimeout(refresh, POLL_MS);
     } catch (e) {
       if (stopped) return;
       showError(e.message);
-      if (e.status !== 404 && e.status !== 401) timer = setTimeout(refresh, POLL_MS * 3);
+      if (!source && e.status !== 404 && e.status !== 401) timer = setTimeout(refresh, POLL_MS * 3);
     }
   }
+
+  // Events: each one a snapshot; `final` ends the stream. The browser reconnects after a stream
+  // ends early (the server's lifetime, a restart); an error before any event means none here: poll.
+  function listen() {
+    let heard = false;
+    source = new EventSource(`/ui/api/invocations/${encodeURIComponent(traceId)}/events`);
+    el.countdown.dataset.live = 'events';
+    const onEvent = (e) => {
+      if (stopped) return;
+      heard = true;
+      showError('');
+      draw(JSON.parse(e.data));
+    };
+    source.addEventListener('invocation', onEvent);
+    source.addEventListener('final', (e) => { source.close(); onEvent(e); });
+    source.onerror = () => {
+      if (stopped || (heard && source.readyState !== EventSource.CLOSED)) return;
+      source.close();
+      source = null;
+      el.countdown.dataset.live = 'polling';
+      refresh();
+    };
+  }
+
   tick = setInterval(drawCountdown, 100);
-  refresh();
-  return () => { stopped = true; clearTimeout(timer); clearInterval(tick); };
+  if (typeof EventSource === 'function' && !token()) listen();
+  else { el.countdown.dataset.live = 'polling'; refresh(); }
+  return () => { stopped = true; clearTimeout(timer); clearInterval(tick); if (source) source.close(); };
 }

@@ -220,14 +220,15 @@ trait Batched: Send + Sync + Sized + 'static {
     /// What two requests of one batch must not share.
     fn key(&self) -> &str;
     /// Writes `batch` (keys distinct) in one transaction: whether each took effect.
-    fn write<'a>(c: &'a mut Object, batch: &'a [Self]) -> StoreFuture<'a, Vec<bool>>;
+    /// On `Err` (or when dropped unfinished) the transaction may be open: the connection is discarded.
+    fn write<'a>(c: &'a Object, batch: &'a [Self]) -> StoreFuture<'a, Vec<bool>>;
 }
 
 impl Batched for NewInvocation {
     fn key(&self) -> &str {
         &self.invocation.trace_id
     }
-    fn write<'a>(c: &'a mut Object, batch: &'a [Self]) -> StoreFuture<'a, Vec<bool>> {
+    fn write<'a>(c: &'a Object, batch: &'a [Self]) -> StoreFuture<'a, Vec<bool>> {
         Box::pin(ops::insert_batch(c, batch))
     }
 }
@@ -236,7 +237,7 @@ impl Batched for Completion {
     fn key(&self) -> &str {
         &self.trace_id
     }
-    fn write<'a>(c: &'a mut Object, batch: &'a [Self]) -> StoreFuture<'a, Vec<bool>> {
+    fn write<'a>(c: &'a Object, batch: &'a [Self]) -> StoreFuture<'a, Vec<bool>> {
         Box::pin(ops::complete_batch(c, batch))
     }
 }
@@ -268,8 +269,26 @@ async fn write_batch<T: Batched>(pool: &Pool, items: Vec<T>) -> Vec<Result<bool,
 }
 
 async fn write_once<T: Batched>(pool: &Pool, batch: &[T]) -> Result<Vec<bool>, StoreError> {
-    let mut conn = pool.get().await.map_err(pool_error)?;
-    T::write(&mut conn, batch).await
+    let mut conn = Unfinished(Some(pool.get().await.map_err(pool_error)?));
+    let written = T::write(conn.0.as_ref().expect("the connection is held"), batch).await;
+    if written.is_ok() {
+        // Committed (or rolled back): the connection goes back to the pool.
+        conn.0.take();
+    }
+    written
+}
+
+/// A connection whose transaction (begun pipelined with its first statement, not by a
+/// `tokio_postgres::Transaction` that rolls back when dropped) may still be open: unless taken back,
+/// it is closed, never returned to the pool, so the server rolls the transaction back.
+struct Unfinished(Option<Object>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(Object::take(conn));
+        }
+    }
 }
 
 fn humantime_secs(d: Duration) -> String {

@@ -249,22 +249,25 @@ async fn lock_trace(c: &impl GenericClient, trace_id: &str) -> Res<Millis> {
 /// Inserts in state CALLBACK take the advisory lock of their trace id (in one order, so batches never
 /// deadlock) before looking for callbacks that came first, as [`add_callback`] takes it before
 /// looking for the invocation: an early callback is never missed.
-pub(crate) async fn insert_batch(c: &mut Object, batch: &[NewInvocation]) -> Res<Vec<bool>> {
-    let tx = c.transaction().await.map_err(pg_error)?;
+pub(crate) async fn insert_batch(c: &Object, batch: &[NewInvocation]) -> Res<Vec<bool>> {
+    let tx = c;
     let locked: Vec<&str> = batch
         .iter()
         .filter(|n| n.invocation.state == State::Callback)
         .map(|n| n.invocation.trace_id.as_str())
         .collect();
-    let now: Millis = tx
-        .cached_query_one(
+    let first = tx
+        .prepare_cached(
             "SELECT plugd_now_ms(), (SELECT COUNT(pg_advisory_xact_lock(k)) FROM (
                  SELECT DISTINCT hashtextextended(id, 0) AS k FROM unnest($1::TEXT[]) AS id ORDER BY k) AS keys)",
-            &[&locked],
         )
         .await
-        .map_err(pg_error)?
-        .get(0);
+        .map_err(pg_error)?;
+    // BEGIN goes with the first statement: one round trip (sent in this order on the connection).
+    let params: [&(dyn ToSql + Sync); 1] = [&locked];
+    let (begun, row) = tokio::join!(tx.batch_execute("BEGIN"), tx.query_one(&first, &params));
+    begun.map_err(pg_error)?;
+    let now: Millis = row.map_err(pg_error)?.get(0);
     // A statement of its own: its snapshot is taken once the locks are held.
     let waiting: HashSet<String> = if locked.is_empty() {
         HashSet::new()
@@ -307,8 +310,8 @@ pub(crate) async fn insert_batch(c: &mut Object, batch: &[NewInvocation]) -> Res
         a.started_at.push(now.saturating_sub(micros / 1000));
         a.duration_us.push(micros);
     }
-    let rows = tx
-        .cached_query(
+    let insert = tx
+        .prepare_cached(
             &format!(
                 "WITH new AS (
                      SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::SMALLINT[], $5::BIGINT[], $6::TEXT[],
@@ -339,37 +342,49 @@ pub(crate) async fn insert_batch(c: &mut Object, batch: &[NewInvocation]) -> Res
                  )
                  SELECT trace_id FROM ins"
             ),
-            &[
-                &a.trace_id,
-                &a.plugin,
-                &a.version,
-                &a.state,
-                &a.invoke_count,
-                &a.inputs,
-                &a.context,
-                &a.storage,
-                &a.outputs,
-                &a.err,
-                &a.finish_at,
-                &a.next_run_at,
-                &a.deadline_at,
-                &a.created_by,
-                &a.callback_deadline_at,
-                &a.callback_timeout_ms,
-                &a.logs,
-                &a.started_at,
-                &a.duration_us,
-                &now,
-                &MAX_LOG_CHARS,
-            ],
         )
         .await
         .map_err(pg_error)?;
+    let params: [&(dyn ToSql + Sync); 21] = [
+        &a.trace_id,
+        &a.plugin,
+        &a.version,
+        &a.state,
+        &a.invoke_count,
+        &a.inputs,
+        &a.context,
+        &a.storage,
+        &a.outputs,
+        &a.err,
+        &a.finish_at,
+        &a.next_run_at,
+        &a.deadline_at,
+        &a.created_by,
+        &a.callback_deadline_at,
+        &a.callback_timeout_ms,
+        &a.logs,
+        &a.started_at,
+        &a.duration_us,
+        &now,
+        &MAX_LOG_CHARS,
+    ];
+    let reports = batch.iter().any(|n| !n.reports.is_empty() || !n.report_files.is_empty());
+    let rows = if reports {
+        tx.query(&insert, &params).await.map_err(pg_error)?
+    } else {
+        // Nothing follows: COMMIT goes with the statement (after a failed statement it rolls back).
+        let (rows, committed) = tokio::join!(tx.query(&insert, &params), tx.batch_execute("COMMIT"));
+        let rows = rows.map_err(pg_error)?;
+        committed.map_err(pg_error)?;
+        rows
+    };
     let inserted: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
-    for new in batch.iter().filter(|n| inserted.contains(&n.invocation.trace_id)) {
-        append_reports(&tx, &new.invocation.trace_id, &new.reports, &new.report_files).await?;
+    if reports {
+        for new in batch.iter().filter(|n| inserted.contains(&n.invocation.trace_id)) {
+            append_reports(tx, &new.invocation.trace_id, &new.reports, &new.report_files).await?;
+        }
+        tx.batch_execute("COMMIT").await.map_err(pg_error)?;
     }
-    tx.commit().await.map_err(pg_error)?;
     Ok(batch.iter().map(|n| inserted.contains(&n.invocation.trace_id)).collect())
 }
 
@@ -527,23 +542,27 @@ pub(crate) async fn renew(c: &Object, trace_id: &str, attempt: i64, lease: Durat
 
 /// Writes a batch of completions (trace ids distinct) in one transaction: `Err` for the batch as a
 /// whole, otherwise whether each was written (`false`: its claim no longer holds).
-pub(crate) async fn complete_batch(c: &mut Object, batch: &[Completion]) -> Res<Vec<bool>> {
-    let tx = c.transaction().await.map_err(pg_error)?;
+pub(crate) async fn complete_batch(c: &Object, batch: &[Completion]) -> Res<Vec<bool>> {
+    let tx = c;
     let ids: Vec<&str> = batch.iter().map(|d| d.trace_id.as_str()).collect();
     let attempts: Vec<i64> = batch.iter().map(|d| d.attempt).collect();
     // Locks the rows whose claim still holds, in one order (batches never deadlock).
-    let held = tx
-        .cached_query(
+    let lock = tx
+        .prepare_cached(
             "SELECT i.trace_id, i.deadline_at, plugd_now_ms() FROM invocations i
              JOIN unnest($1::TEXT[], $2::BIGINT[]) AS w(trace_id, attempt)
                  ON i.trace_id = w.trace_id AND i.attempt = w.attempt
              WHERE i.lease_owner IS NOT NULL ORDER BY i.trace_id FOR UPDATE OF i",
-            &[&ids, &attempts],
         )
         .await
         .map_err(pg_error)?;
+    // BEGIN goes with the first statement: one round trip (sent in this order on the connection).
+    let params: [&(dyn ToSql + Sync); 2] = [&ids, &attempts];
+    let (begun, held) = tokio::join!(tx.batch_execute("BEGIN"), tx.query(&lock, &params));
+    begun.map_err(pg_error)?;
+    let held = held.map_err(pg_error)?;
     let Some(now) = held.first().map(|r| r.get::<_, Millis>(2)) else {
-        tx.rollback().await.map_err(pg_error)?;
+        tx.batch_execute("ROLLBACK").await.map_err(pg_error)?;
         return Ok(vec![false; batch.len()]);
     };
     let deadlines: HashMap<String, Option<Millis>> = held.iter().map(|r| (r.get(0), r.get(1))).collect();
@@ -605,8 +624,9 @@ pub(crate) async fn complete_batch(c: &mut Object, batch: &[Completion]) -> Res<
             a.outbox_body.push(callback.body.as_str());
         }
     }
-    tx.cached_execute(
-        "WITH u AS (
+    let update = tx
+        .prepare_cached(
+            "WITH u AS (
              SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::SMALLINT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[],
                                   $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::TEXT[],
                                   $13::TEXT[], $14::BIGINT[], $15::BIGINT[])
@@ -631,35 +651,43 @@ pub(crate) async fn complete_batch(c: &mut Object, batch: &[Completion]) -> Res<
          INSERT INTO outbox (trace_id, url, body, next_attempt_at, created_at)
          SELECT o.trace_id, o.url, o.body, $16::BIGINT, $16::BIGINT
          FROM unnest($18::TEXT[], $19::TEXT[], $20::TEXT[]) AS o(trace_id, url, body)",
-        &[
-            &a.trace_id,
-            &a.attempt,
-            &a.state,
-            &a.invoke_count,
-            &a.storage,
-            &a.outputs,
-            &a.err,
-            &a.finish_at,
-            &a.next_run_at,
-            &a.callback_deadline_at,
-            &a.callback_timeout_ms,
-            &a.logs,
-            &a.trigger,
-            &a.started_at,
-            &a.duration_us,
-            &now,
-            &MAX_LOG_CHARS,
-            &a.outbox_trace_id,
-            &a.outbox_url,
-            &a.outbox_body,
-        ],
-    )
-    .await
-    .map_err(pg_error)?;
-    for d in &done {
-        append_reports(&tx, &d.trace_id, &d.reports, &d.report_files).await?;
+        )
+        .await
+        .map_err(pg_error)?;
+    let params: [&(dyn ToSql + Sync); 20] = [
+        &a.trace_id,
+        &a.attempt,
+        &a.state,
+        &a.invoke_count,
+        &a.storage,
+        &a.outputs,
+        &a.err,
+        &a.finish_at,
+        &a.next_run_at,
+        &a.callback_deadline_at,
+        &a.callback_timeout_ms,
+        &a.logs,
+        &a.trigger,
+        &a.started_at,
+        &a.duration_us,
+        &now,
+        &MAX_LOG_CHARS,
+        &a.outbox_trace_id,
+        &a.outbox_url,
+        &a.outbox_body,
+    ];
+    if done.iter().any(|d| !d.reports.is_empty() || !d.report_files.is_empty()) {
+        tx.execute(&update, &params).await.map_err(pg_error)?;
+        for d in &done {
+            append_reports(tx, &d.trace_id, &d.reports, &d.report_files).await?;
+        }
+        tx.batch_execute("COMMIT").await.map_err(pg_error)?;
+    } else {
+        // Nothing follows: COMMIT goes with the statement (after a failed statement it rolls back).
+        let (updated, committed) = tokio::join!(tx.execute(&update, &params), tx.batch_execute("COMMIT"));
+        updated.map_err(pg_error)?;
+        committed.map_err(pg_error)?;
     }
-    tx.commit().await.map_err(pg_error)?;
     Ok(batch.iter().map(|d| deadlines.contains_key(&d.trace_id)).collect())
 }
 

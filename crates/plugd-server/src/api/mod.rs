@@ -11,6 +11,8 @@ mod panel;
 mod plugin_api;
 mod reports;
 
+pub(crate) use panel::Stopping;
+
 use std::collections::HashMap;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
@@ -74,6 +76,7 @@ pub(crate) const PANEL_ROUTES: &[(&str, &str, Access)] = &[
     ("get", "/ui/api/forms/{plugin}/{version}", Access::Open),
     ("get", "/ui/api/invocations", Access::Authenticated),
     ("get", "/ui/api/invocations/{trace_id}", Access::Authenticated),
+    ("get", "/ui/api/invocations/{trace_id}/events", Access::Authenticated),
 ];
 
 /// The debug panel: its pages and files, and its API.
@@ -90,6 +93,7 @@ fn panel_routes(state: &AppState) -> Router<AppState> {
             ("get", "/ui/api/forms/{plugin}/{version}") => get(panel::form),
             ("get", "/ui/api/invocations") => get(panel::history),
             ("get", "/ui/api/invocations/{trace_id}") => get(panel::invocation),
+            ("get", "/ui/api/invocations/{trace_id}/events") => get(panel::invocation_events),
             _ => unreachable!("every route in PANEL_ROUTES has a handler"),
         };
         if access.is_protected(&state.config) {

@@ -6,17 +6,20 @@
 //! `callback`, `plugin_api`), with the same credentials and the same guard as any caller.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::path::Path as FsPath;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use plugd_core::store::{ExecuteRecord, HistoryQuery, StoredInvocation};
+use plugd_core::store::{ExecuteRecord, HistoryQuery, Millis, StoredInvocation};
 use plugd_sdk::State as InvocationState;
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 use super::fail;
 use crate::auth::Caller;
@@ -283,32 +286,29 @@ fn execute_json(e: &ExecuteRecord) -> Value {
     })
 }
 
-/// `GET /ui/api/invocations/{trace_id}`: everything the invocation page shows, in one read.
-pub(crate) async fn invocation(
-    State(state): State<AppState>,
-    caller: Option<axum::Extension<Caller>>,
-    path: Result<Path<String>, PathRejection>,
-) -> Response {
-    let Ok(Path(trace_id)) = path else {
-        return fail(StatusCode::NOT_FOUND, "no such invocation", None);
-    };
-    let caller = caller.map(|c| c.0);
-    let unavailable = |e: plugd_core::store::StoreError| {
-        fail(StatusCode::SERVICE_UNAVAILABLE, &format!("invocation read error: {e}"), None)
-    };
-    let missing = || fail(StatusCode::NOT_FOUND, &format!("can not find schedule for trace_id {trace_id}"), None);
-    let stored = match state.store.get(&trace_id).await {
-        Ok(Some(stored)) if may_see(&state, caller.as_ref(), &stored) => stored,
-        Ok(_) => return missing(),
-        Err(e) => return unavailable(e),
-    };
+/// The invocation `trace_id` as the caller may see it, or the response that says it cannot.
+async fn visible(state: &AppState, caller: Option<&Caller>, trace_id: &str) -> Result<StoredInvocation, Response> {
+    match state.store.get(trace_id).await {
+        Ok(Some(stored)) if may_see(state, caller, &stored) => Ok(stored),
+        Ok(_) => Err(fail(StatusCode::NOT_FOUND, &format!("can not find schedule for trace_id {trace_id}"), None)),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+fn unavailable(e: plugd_core::store::StoreError) -> Response {
+    fail(StatusCode::SERVICE_UNAVAILABLE, &format!("invocation read error: {e}"), None)
+}
+
+/// Everything the invocation page shows about `stored`: its timeline, logs, reports, callback URLs.
+async fn snapshot(state: &AppState, stored: &StoredInvocation) -> Result<Value, Response> {
+    let trace_id = &stored.invocation.trace_id;
     let (executes, logs, reports) = match tokio::try_join!(
-        state.store.executes(&trace_id),
-        state.store.logs(&trace_id),
-        state.store.reports(&trace_id)
+        state.store.executes(trace_id),
+        state.store.logs(trace_id),
+        state.store.reports(trace_id)
     ) {
         Ok(read) => read,
-        Err(e) => return unavailable(e),
+        Err(e) => return Err(unavailable(e)),
     };
     let base = format!("/plugins/{}/bk_plugin/reports/{trace_id}", stored.invocation.plugin);
     let reports: Vec<Value> = reports
@@ -322,7 +322,7 @@ pub(crate) async fn invocation(
         })
         .collect();
     let inv = &stored.invocation;
-    let data = json!({
+    Ok(json!({
         "trace_id": inv.trace_id,
         "plugin": inv.plugin,
         "version": inv.version,
@@ -343,9 +343,119 @@ pub(crate) async fn invocation(
         "executes": executes.unwrap_or_default().iter().map(execute_json).collect::<Vec<_>>(),
         "logs": logs.unwrap_or_default(),
         "reports": reports,
-        "callbacks": if inv.state == InvocationState::Callback { callback_urls(&state, &stored) } else { Vec::new() },
+        "callbacks": if inv.state == InvocationState::Callback { callback_urls(state, stored) } else { Vec::new() },
+    }))
+}
+
+/// `GET /ui/api/invocations/{trace_id}`: everything the invocation page shows, in one read.
+pub(crate) async fn invocation(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(trace_id)) = path else {
+        return fail(StatusCode::NOT_FOUND, "no such invocation", None);
+    };
+    let caller = caller.map(|c| c.0);
+    let stored = match visible(&state, caller.as_ref(), &trace_id).await {
+        Ok(stored) => stored,
+        Err(response) => return response,
+    };
+    match snapshot(&state, &stored).await {
+        Ok(data) => Json(json!({"result": true, "data": data, "message": ""})).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// The server is shutting down: open event streams end so that the graceful shutdown need not wait
+/// for them. Added to the router by `serve` (an in-process router has none and never stops).
+#[derive(Clone)]
+pub(crate) struct Stopping(pub(crate) CancellationToken);
+
+/// How often an event stream re-reads the invocation.
+const EVENTS_EVERY: Duration = Duration::from_millis(500);
+/// How long one event stream lasts at most: it holds one of `--max-connections`; the browser's
+/// `EventSource` reconnects by itself.
+const EVENTS_LIFETIME: Duration = Duration::from_secs(300);
+/// A comment this often, so that a closed tab is noticed (the write fails) and proxies keep the
+/// connection.
+const EVENTS_KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// What changes when the invocation page must be redrawn.
+type Seen = (Millis, u8, u32, bool);
+
+fn version_of(stored: &StoredInvocation) -> Seen {
+    (stored.updated_at, stored.invocation.state.code(), stored.invocation.invoke_count, stored.lease_owner.is_some())
+}
+
+/// `GET /ui/api/invocations/{trace_id}/events`: the same snapshot as `/ui/api/invocations/{trace_id}`
+/// as server-sent events: `invocation` at once and whenever it changes, `final` (the last snapshot)
+/// when it is final, then the stream ends; it also ends after [`EVENTS_LIFETIME`], at shutdown, and
+/// when the client goes away. An unknown (or another app's) invocation is a plain 404 at once.
+pub(crate) async fn invocation_events(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
+    stopping: Option<axum::Extension<Stopping>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(trace_id)) = path else {
+        return fail(StatusCode::NOT_FOUND, "no such invocation", None);
+    };
+    let caller = caller.map(|c| c.0);
+    let first = match visible(&state, caller.as_ref(), &trace_id).await {
+        Ok(stored) => stored,
+        Err(response) => return response,
+    };
+    let stop = stopping.map(|s| s.0 .0).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + EVENTS_LIFETIME;
+    struct Watch {
+        state: AppState,
+        caller: Option<Caller>,
+        trace_id: String,
+        next: Option<StoredInvocation>,
+        seen: Option<Seen>,
+        done: bool,
+    }
+    let watch = Watch { state, caller, trace_id, next: Some(first), seen: None, done: false };
+    let events = futures_util::stream::unfold(watch, move |mut w| {
+        let stop = stop.clone();
+        async move {
+            if w.done {
+                return None;
+            }
+            loop {
+                let stored = match w.next.take() {
+                    Some(stored) => stored,
+                    None => {
+                        tokio::select! {
+                            () = tokio::time::sleep(EVENTS_EVERY) => {}
+                            () = tokio::time::sleep_until(deadline) => return None,
+                            () = stop.cancelled() => return None,
+                        }
+                        match visible(&w.state, w.caller.as_ref(), &w.trace_id).await {
+                            Ok(stored) => stored,
+                            // Gone (retention), or the store failed: the client reconnects or polls.
+                            Err(_) => return None,
+                        }
+                    }
+                };
+                if w.seen == Some(version_of(&stored)) {
+                    continue;
+                }
+                let Ok(data) = snapshot(&w.state, &stored).await else { return None };
+                w.seen = Some(version_of(&stored));
+                w.done = stored.invocation.state.is_final();
+                let name = if w.done { "final" } else { "invocation" };
+                let event = Event::default().event(name).data(data.to_string());
+                return Some((Ok::<_, Infallible>(event), w));
+            }
+        }
     });
-    Json(json!({"result": true, "data": data, "message": ""})).into_response()
+    let mut response = Sse::new(events).keep_alive(KeepAlive::new().interval(EVENTS_KEEP_ALIVE)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
 #[cfg(test)]

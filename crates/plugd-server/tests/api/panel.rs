@@ -158,3 +158,126 @@ async fn a_thousand_invocations_page_quickly() {
     assert!(took < Duration::from_secs(1), "{took:?}");
     server.stop().await;
 }
+
+/// Opens `/ui/api/invocations/{trace_id}/events` on a plain socket: the response head, and the
+/// socket to read events from.
+async fn open_events(
+    base: &str,
+    trace_id: &str,
+    auth: Option<&str>,
+) -> (String, tokio::io::BufReader<tokio::net::TcpStream>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let auth = auth.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
+    let request = format!(
+        "GET /ui/api/invocations/{trace_id}/events HTTP/1.1\r\nHost: {address}\r\nAccept: text/event-stream\r\n{auth}Connection: close\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut reader = tokio::io::BufReader::new(socket);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    (head, reader)
+}
+
+/// The events (name, JSON data) until the stream ends; chunked framing lines are skipped.
+async fn read_events(reader: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> Vec<(String, serde_json::Value)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut events = Vec::new();
+    let mut name = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.unwrap() == 0 {
+            return events;
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if let Some(value) = line.strip_prefix("event:") {
+            name = value.trim().to_owned();
+        } else if let Some(value) = line.strip_prefix("data:") {
+            events.push((std::mem::take(&mut name), serde_json::from_str(value.trim()).unwrap()));
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_invocation_streams_its_changes_until_final() {
+    let server = TestServer::start(|_| {}).await;
+    let (_, document) = server.get("/openapi.json").await;
+    let path = "/ui/api/invocations/{trace_id}/events";
+    assert!(document["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"].is_object());
+    let started = server.invoke("countdown", "1.0.0", json!({"from": 3, "interval_ms": 1000}), json!({})).await;
+    let trace_id = started["trace_id"].as_str().unwrap();
+    let (head, mut reader) = open_events(&server.base, trace_id, None).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{head}");
+    let events =
+        tokio::time::timeout(Duration::from_secs(20), read_events(&mut reader)).await.expect("the stream ends");
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names.last(), Some(&"final"), "{names:?}");
+    assert!(names[..names.len() - 1].iter().all(|n| *n == "invocation"), "{names:?}");
+    let counts: Vec<i64> = events.iter().map(|(_, data)| data["invoke_count"].as_i64().unwrap()).collect();
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+    let mut distinct = counts.clone();
+    distinct.dedup();
+    assert!(distinct.len() >= 3, "the polls are seen as they happen: {counts:?}");
+    let last = &events.last().unwrap().1;
+    assert_eq!((last["state_name"].clone(), last["invoke_count"].clone()), (json!("SUCCESS"), json!(4)));
+    assert_eq!(last["executes"].as_array().unwrap().len(), 4);
+    // Each event is the `data` of `GET /ui/api/invocations/{trace_id}`.
+    let envelope = json!({"result": true, "data": last, "message": ""});
+    check(&document, "get", "/ui/api/invocations/{trace_id}", 200, &envelope);
+
+    // A final invocation: its one `final` event at once.
+    let (_, mut reader) = open_events(&server.base, trace_id, None).await;
+    let events = tokio::time::timeout(Duration::from_secs(5), read_events(&mut reader)).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].0, "final");
+
+    // An unknown one: a plain 404 at once.
+    let started = Instant::now();
+    let (status, body) = server.get("/ui/api/invocations/0123456789abcdef0123456789abcdef/events").await;
+    assert_eq!(status, 404);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    check(&document, "get", path, status, &body);
+
+    // A waiting approval streams until the server stops, which does not wait for the stream.
+    let waiting = server.invoke("approval", "1.0.0", json!({}), json!({})).await;
+    let (head, mut reader) = open_events(&server.base, waiting["trace_id"].as_str().unwrap(), None).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let stopped = Instant::now();
+    server.stop().await;
+    assert!(stopped.elapsed() < Duration::from_secs(5), "stopped in {:?}", stopped.elapsed());
+    let events = tokio::time::timeout(Duration::from_secs(5), read_events(&mut reader)).await.unwrap();
+    assert_eq!(events[0].0, "invocation");
+    assert_eq!(events[0].1["state_name"], "CALLBACK");
+}
+
+#[tokio::test]
+async fn event_streams_take_the_same_credentials() {
+    let tokens = AuthConfig {
+        tokens: vec![("ci".into(), "ci-token-123".into()), ("ops".into(), "ops-token-456".into())],
+        jwt_key: None,
+    };
+    let server = TestServer::start(|c| c.auth = tokens).await;
+    let ci = [("authorization", "Bearer ci-token-123")];
+    let body = r#"{"inputs": {"name": "x"}, "context": {}}"#;
+    let (_, started) = server.post_with("/plugins/hello/bk_plugin/invoke/1.0.0", body, &ci).await;
+    let trace_id = started["trace_id"].as_str().unwrap();
+    let (head, _) = open_events(&server.base, trace_id, None).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    let (head, _) = open_events(&server.base, trace_id, Some("ops-token-456")).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "another app's: {head}");
+    let (head, mut reader) = open_events(&server.base, trace_id, Some("ci-token-123")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let events = tokio::time::timeout(Duration::from_secs(5), read_events(&mut reader)).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].0.as_str(), events[0].1["state_name"].as_str()), ("final", Some("SUCCESS")));
+    server.stop().await;
+}
