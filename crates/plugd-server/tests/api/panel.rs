@@ -37,10 +37,14 @@ async fn history_and_timeline_come_from_the_store() {
     let server = TestServer::start(|_| {}).await;
     let (_, document) = server.get("/openapi.json").await;
     let mut ids = Vec::new();
+    // History is newest first by acceptance time in milliseconds: keep the five apart.
+    let tick = || tokio::time::sleep(std::time::Duration::from_millis(3));
     for name in ["a", "b", "c"] {
         ids.push(server.invoke("hello", "1.0.0", json!({"name": name}), json!({})).await["trace_id"].clone());
+        tick().await;
     }
     let bad = server.invoke("countdown", "1.0.0", json!({"from": -1, "interval_ms": 1}), json!({})).await;
+    tick().await;
     let polled = server.invoke("countdown", "1.0.0", json!({"from": 2, "interval_ms": 10}), json!({})).await;
     let polled = polled["trace_id"].as_str().unwrap().to_owned();
     server.wait_final("countdown", &polled).await;

@@ -1,0 +1,110 @@
+//! Claims: leasing due invocations, renewing and releasing a lease, and when the next one is due.
+
+use std::time::Duration;
+
+use deadpool_postgres::Object;
+use plugd_core::schedule::{self, ClaimDecision, Deadlines};
+use plugd_core::store::{Claim, Millis};
+use plugd_sdk::Callback;
+
+use super::{millis, read_row, wait_of, Cached, Res, COLUMNS};
+use crate::{data_error, pg_error};
+
+/// Claims due invocations in one statement (rows locked by another claimer are skipped, never waited
+/// for): each is leased, its attempt bumped, and returned with its due time and the oldest callback
+/// waiting for it. Those that `schedule::claim_decision` says must wait (a lease that ran out after
+/// the callback was consumed) are given back, fenced by the attempt just taken.
+pub(crate) async fn claim(c: &Object, limit: usize, owner: &str, lease: Duration) -> Res<Vec<Claim>> {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        let returning: Vec<String> = COLUMNS.split(',').map(|c| format!("i.{}", c.trim())).collect();
+        format!(
+            "WITH due AS (
+                 SELECT i.trace_id, i.next_run_at AS due_at, cb.callback_id, cb.data
+                 FROM invocations i
+                 LEFT JOIN LATERAL (
+                     SELECT callback_id, data FROM callbacks c
+                     WHERE c.trace_id = i.trace_id AND c.consumed_at IS NULL ORDER BY seq LIMIT 1
+                 ) cb ON i.state = 3
+                 WHERE i.next_run_at IS NOT NULL AND i.next_run_at <= plugd_now_ms()
+                 ORDER BY i.next_run_at LIMIT $1
+                 FOR UPDATE OF i SKIP LOCKED
+             )
+             UPDATE invocations i SET attempt = i.attempt + 1, lease_owner = $2,
+                 lease_expires_at = plugd_now_ms() + $3, next_run_at = plugd_now_ms() + $3
+             FROM due WHERE i.trace_id = due.trace_id
+             RETURNING {}, due.due_at, plugd_now_ms(), due.callback_id, due.data",
+            returning.join(", ")
+        )
+    });
+    let rows = c.cached_query(sql, &[&(limit as i64), &owner, &millis(lease)]).await.map_err(pg_error)?;
+    let (mut wait_ids, mut wait_attempts, mut wait_at) = (Vec::new(), Vec::new(), Vec::new());
+    let mut claims = Vec::with_capacity(rows.len());
+    let n = COLUMNS.split(',').count();
+    for row in &rows {
+        let stored = read_row(row)?;
+        let (due_at, now): (Millis, Millis) = (row.get(n), row.get(n + 1));
+        let pending = match row.get::<_, Option<String>>(n + 2) {
+            Some(id) => {
+                let data: String = row.get(n + 3);
+                Some(Callback { id, data: serde_json::from_str(&data).map_err(data_error)? })
+            }
+            None => None,
+        };
+        let deadlines = Deadlines { invocation: stored.deadline_at, callback: stored.callback_deadline_at };
+        match schedule::claim_decision(stored.invocation.state, pending, deadlines, now) {
+            ClaimDecision::Execute(trigger) => claims.push(Claim { stored, due_at, claimed_at: now, trigger }),
+            ClaimDecision::WaitUntil(at) => {
+                wait_ids.push(stored.invocation.trace_id);
+                wait_attempts.push(stored.attempt);
+                wait_at.push(at);
+            }
+        }
+    }
+    if !wait_ids.is_empty() {
+        c.cached_execute(
+            "UPDATE invocations i SET next_run_at = w.at, lease_owner = NULL, lease_expires_at = NULL
+             FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[]) AS w(id, attempt, at)
+             WHERE i.trace_id = w.id AND i.attempt = w.attempt AND i.lease_owner IS NOT NULL",
+            &[&wait_ids, &wait_attempts, &wait_at],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    claims.sort_by_key(|c| c.due_at);
+    Ok(claims)
+}
+
+pub(crate) async fn renew(c: &Object, trace_id: &str, attempt: i64, lease: Duration) -> Res<bool> {
+    let changed = c
+        .cached_execute(
+            "UPDATE invocations SET lease_expires_at = plugd_now_ms() + $3, next_run_at = plugd_now_ms() + $3
+             WHERE trace_id = $1 AND attempt = $2 AND lease_owner IS NOT NULL",
+            &[&trace_id, &attempt, &millis(lease)],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(changed == 1)
+}
+
+pub(crate) async fn release(c: &Object, trace_id: &str, attempt: i64) -> Res<()> {
+    c.cached_execute(
+        "UPDATE invocations SET lease_owner = NULL, lease_expires_at = NULL, next_run_at = plugd_now_ms()
+         WHERE trace_id = $1 AND attempt = $2 AND lease_owner IS NOT NULL",
+        &[&trace_id, &attempt],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+pub(crate) async fn next_due(c: &Object) -> Res<Option<Duration>> {
+    let row = c
+        .cached_query_one(
+            "SELECT MIN(next_run_at) - plugd_now_ms() FROM invocations WHERE next_run_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(wait_of(&row))
+}
