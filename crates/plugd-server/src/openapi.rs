@@ -572,7 +572,15 @@ fn panel_paths(state: &AppState, paths: &mut Map<String, Value>) {
                             each the `data` of `GET /ui/api/invocations/{trace_id}` as JSON; `final`, the last snapshot, \
                             when it is final, and the stream ends. It also ends after five minutes (an `EventSource` \
                             reconnects), at shutdown, and when the client goes away; comments keep it alive.",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        // Each event of the stream, as schemathesis and OpenAPI 3.2 read an event stream.
+                        "content": {"text/event-stream": {"schema": {
+                            "type": "object",
+                            "required": ["event", "data"],
+                            "properties": {
+                                "event": {"type": "string", "enum": ["invocation", "final"]},
+                                "data": {"type": "string", "description": "The invocation, as JSON."},
+                            },
+                        }}},
                     }),
                 )
             }
