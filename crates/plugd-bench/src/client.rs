@@ -23,6 +23,24 @@ pub(crate) struct Run {
     pub(crate) latencies: Vec<f64>,
 }
 
+impl Run {
+    /// Successful invokes per second.
+    pub(crate) fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The run's line after its rate: its latencies and how many went well or not.
+    pub(crate) fn summary(&self) -> String {
+        format!(
+            "invokes/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} ok, {} errors)",
+            percentile(&self.latencies, 0.50),
+            percentile(&self.latencies, 0.99),
+            self.ok,
+            self.errors
+        )
+    }
+}
+
 /// The `q` quantile of sorted values.
 pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {

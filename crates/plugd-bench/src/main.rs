@@ -180,16 +180,7 @@ async fn bk_project(plugd: &std::path::Path, args: &Args) {
     client.run(16, Duration::from_secs(1), "/plugins/bk-demo/bk_plugin/invoke/1.0.0", &body).await;
 
     let duration = Duration::from_secs(args.seconds);
-    let report = |what: &str, run: &client::Run| {
-        println!(
-            "   {what}: {:>7.0} invokes/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} ok, {} errors)",
-            run.ok as f64 / run.elapsed.as_secs_f64(),
-            percentile(&run.latencies, 0.50),
-            percentile(&run.latencies, 0.99),
-            run.ok,
-            run.errors
-        );
-    };
+    let report = |what: &str, run: &client::Run| println!("   {what}: {:>7.0} {}", run.rate(), run.summary());
     let sync = client.run(16, duration, "/plugins/bk-demo/bk_plugin/invoke/1.0.0", &body).await;
     report("1.0.0 (sync), concurrency 16", &sync);
     println!("     target: 5x the Python framework's ~820/s = 4100/s, p99 under 20 ms");
@@ -360,14 +351,7 @@ async fn sync_invokes(plugd: &std::path::Path, args: &Args) {
         let run = Client::new(server.address)
             .run(concurrency, Duration::from_secs(args.seconds), "/bk_plugin/invoke/2.0.0", &body)
             .await;
-        println!(
-            "   concurrency {concurrency:>3}: {:>8.0} invokes/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} ok, {} errors)",
-            run.ok as f64 / run.elapsed.as_secs_f64(),
-            percentile(&run.latencies, 0.50),
-            percentile(&run.latencies, 0.99),
-            run.ok,
-            run.errors
-        );
+        println!("   concurrency {concurrency:>3}: {:>8.0} {}", run.rate(), run.summary());
     }
     stop(server, db).await;
 }

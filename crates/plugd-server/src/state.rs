@@ -62,6 +62,10 @@ pub(crate) struct Inner {
     pub(crate) api_routes: HashMap<String, Vec<ApiRoute>>,
     /// How report files are read.
     pub(crate) report_files: ReportFiles,
+    /// The `Host` values of the URLs callers use (see [`ServerConfig::declared_hosts`]).
+    pub(crate) declared_hosts: Vec<String>,
+    /// The origins of the URLs callers use (see [`ServerConfig::declared_origins`]).
+    pub(crate) declared_origins: Vec<String>,
 }
 
 impl Deref for AppState {
@@ -98,6 +102,8 @@ impl AppState {
             wake_outbox: Notify::new(),
             api_routes,
             report_files: ReportFiles { workspace: config.workspace.clone(), cap: config.max_report_bytes },
+            declared_hosts: config.declared_hosts().collect(),
+            declared_origins: config.declared_origins().collect(),
         }))
     }
 

@@ -6,10 +6,9 @@ use std::time::Duration;
 use deadpool_postgres::{GenericClient, Object};
 use plugd_core::store::{ExecuteRecord, ReportFile, StoreError, StoreFuture};
 use plugd_core::transfer::{CallbackRecord, Counts, InvocationRecord, OutboxRecord, Records, SettingRecord, Transfer};
-use plugd_sdk::State;
 use serde_json::Value;
 
-use crate::ops::{object_text, read_row, COLUMNS};
+use crate::ops::{object_text, read_row, state_of, COLUMNS};
 use crate::{data_error, pg_error, PgStore};
 
 type Res<T> = Result<T, StoreError>;
@@ -81,10 +80,7 @@ async fn export_invocations(c: &Object, after: Option<String>, limit: usize) -> 
     for row in c.query(executes, &[&ids]).await.map_err(pg_error)? {
         if let Some(i) = of(row.get(0)) {
             let code: i16 = row.get(5);
-            let state = u8::try_from(code)
-                .ok()
-                .and_then(State::from_code)
-                .ok_or_else(|| data_error(format!("unknown state code {code}")))?;
+            let state = state_of(code)?;
             records[i].executes.push(ExecuteRecord {
                 trigger: row.get(1),
                 invoke_count: u32::try_from(row.get::<_, i64>(2)).map_err(data_error)?,

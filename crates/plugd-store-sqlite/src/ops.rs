@@ -31,6 +31,10 @@ fn json_object(text: &str, column: &str) -> Res<Map<String, Value>> {
     }
 }
 
+pub(crate) fn state_of(code: u8) -> Res<State> {
+    State::from_code(code).ok_or_else(|| data_error(format!("unknown state code {code}")))
+}
+
 pub(crate) fn read_row(row: &Row<'_>) -> rusqlite::Result<Res<StoredInvocation>> {
     let state_code: u8 = row.get(3)?;
     let inputs: String = row.get(5)?;
@@ -38,8 +42,7 @@ pub(crate) fn read_row(row: &Row<'_>) -> rusqlite::Result<Res<StoredInvocation>>
     let storage: String = row.get(7)?;
     let outputs: String = row.get(8)?;
     let parsed = (|| {
-        let state =
-            State::from_code(state_code).ok_or_else(|| data_error(format!("unknown state code {state_code}")))?;
+        let state = state_of(state_code)?;
         Ok(StoredInvocation {
             invocation: Invocation {
                 trace_id: row.get(0).map_err(sql_error)?,
@@ -327,7 +330,7 @@ pub(crate) fn executes(conn: &Connection, trace_id: &str) -> Res<Option<Vec<Exec
         .map_err(sql_error)?;
     rows.into_iter()
         .map(|(trigger, invoke_count, started_at, micros, code, err)| {
-            let state = State::from_code(code).ok_or_else(|| data_error(format!("unknown state code {code}")))?;
+            let state = state_of(code)?;
             let duration = Duration::from_micros(u64::try_from(micros).unwrap_or(0));
             Ok(ExecuteRecord { trigger, invoke_count, started_at, duration, state, err })
         })
@@ -362,7 +365,7 @@ pub(crate) fn history(conn: &Connection, q: &HistoryQuery) -> Res<HistoryPage> {
     let items = rows
         .into_iter()
         .map(|(trace_id, plugin, version, code, invoke_count, err, created_at, finish_at)| {
-            let state = State::from_code(code).ok_or_else(|| data_error(format!("unknown state code {code}")))?;
+            let state = state_of(code)?;
             Ok(InvocationSummary { trace_id, plugin, version, state, invoke_count, err, created_at, finish_at })
         })
         .collect::<Res<Vec<_>>>()?;
@@ -384,7 +387,7 @@ pub(crate) fn claim(conn: &Connection, now: Millis, limit: usize, owner: &str, l
         .map_err(sql_error)?;
     let mut claims = Vec::with_capacity(due.len());
     for (trace_id, due_at, code, deadline, callback_deadline) in due {
-        let state = State::from_code(code).ok_or_else(|| data_error(format!("unknown state code {code}")))?;
+        let state = state_of(code)?;
         let pending = if state == State::Callback { oldest_pending_callback(conn, &trace_id)? } else { None };
         let deadlines = Deadlines { invocation: deadline, callback: callback_deadline };
         let trigger = match schedule::claim_decision(state, pending, deadlines, now) {
@@ -511,7 +514,7 @@ pub(crate) fn add_callback(
         .and_then(|mut s| s.query_row([trace_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(sql_error)?;
     if let Some((code, _)) = row {
-        let state = State::from_code(code).ok_or_else(|| data_error(format!("unknown state code {code}")))?;
+        let state = state_of(code)?;
         if state.is_final() {
             return Ok(CallbackReceipt::Finished(state));
         }
@@ -555,7 +558,7 @@ pub(crate) fn cancel(
     let Some(code) = code else {
         return Ok(CancelOutcome::NotFound);
     };
-    let state = State::from_code(code).ok_or_else(|| data_error(format!("unknown state code {code}")))?;
+    let state = state_of(code)?;
     if state.is_final() {
         return Ok(CancelOutcome::AlreadyFinished(state));
     }

@@ -82,7 +82,7 @@ fn json_object(text: &str, column: &str) -> Res<Map<String, Value>> {
     }
 }
 
-fn state_of(code: i16) -> Res<State> {
+pub(crate) fn state_of(code: i16) -> Res<State> {
     u8::try_from(code).ok().and_then(State::from_code).ok_or_else(|| data_error(format!("unknown state code {code}")))
 }
 
