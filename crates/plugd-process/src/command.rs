@@ -39,7 +39,7 @@ pub struct Inputs {
     /// Its arguments.
     #[serde(default)]
     pub args: Option<Args>,
-    /// Variables added to the inherited environment.
+    /// Variables added to the inherited environment (one holding a NUL byte is left out).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// The working directory (default: plugd's).

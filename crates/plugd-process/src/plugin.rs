@@ -97,6 +97,9 @@ fn base_env(options: &ProcessOptions, passthrough: &[String]) -> Vec<(String, St
 const MAX_INPUT_ENV: usize = 32 * 1024;
 
 /// `PLUGD_INPUT_<NAME>` for each top-level input: strings as they are, anything else as JSON.
+/// None for a value over [`MAX_INPUT_ENV`], nor (by [`spawn::run`], which applies
+/// [`spawn::fits_environment`] to every variable) for one holding a NUL byte, which no environment
+/// can hold: the plugin reads those from stdin, where JSON escapes a NUL as `\u0000`.
 fn input_env(inputs: &Value) -> Vec<(String, String)> {
     let Some(inputs) = inputs.as_object() else { return Vec::new() };
     inputs

@@ -59,6 +59,8 @@ pub(crate) struct Spawn<'a> {
     /// The plugin folder: a program given as a relative path (`./run.sh`) is found here.
     pub(crate) plugin_dir: &'a Path,
     pub(crate) cwd: &'a Path,
+    /// The whole environment (it is cleared first); a variable that holds a NUL byte is left out
+    /// (see [`fits_environment`]).
     pub(crate) env: Vec<(String, String)>,
     pub(crate) stdin: Vec<u8>,
     pub(crate) timeout: Duration,
@@ -161,6 +163,15 @@ impl Drop for Running {
     }
 }
 
+/// Whether a variable can be in a process's environment: each reaches the kernel as a
+/// NUL-terminated `NAME=value` string, so a NUL byte in either part cannot be passed (and would fail
+/// the whole spawn). [`run`] leaves such a variable out, whatever built it (`PLUGD_INPUT_<NAME>`, a
+/// qci `entry.env` `$var`, `command`'s `env`): one rule in one place. A process plugin still reads
+/// every input whole from stdin.
+pub(crate) fn fits_environment(name: &str, value: &str) -> bool {
+    !name.contains('\0') && !value.contains('\0')
+}
+
 fn program(argv0: &str, plugin_dir: &Path) -> PathBuf {
     let path = Path::new(argv0);
     if path.is_relative() && argv0.contains('/') {
@@ -244,6 +255,14 @@ pub(crate) async fn run(spawn: Spawn<'_>) -> Result<Finished, String> {
     if let Some(user) = spawn.user {
         user.apply_env(&mut env);
     }
+    env.retain(|(name, value)| {
+        let fits = fits_environment(name, value);
+        if !fits {
+            // The name only: the value is caller data, maybe a secret.
+            tracing::debug!("{name:?} is left out of the environment: it holds a NUL byte");
+        }
+        fits
+    });
     let mut command = match spawn.reaper {
         Some(reaper) => {
             let mut command = tokio::process::Command::new(reaper);
