@@ -41,11 +41,13 @@ assert_eq!(invocation.state, plugd_sdk::State::Success);
 #![deny(missing_docs)]
 
 mod callback;
+pub mod cluster;
 mod coerce;
 mod executor;
 mod invocation;
 mod registry;
 pub mod schedule;
+pub mod schema;
 mod state;
 pub mod store;
 pub mod transfer;

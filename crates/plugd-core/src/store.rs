@@ -18,6 +18,7 @@ use std::time::Duration;
 use plugd_sdk::Callback;
 use serde_json::Value;
 
+use crate::cluster::{ClusterView, NodeInfo, Served};
 use crate::{Invocation, Step, Trigger};
 
 /// A boxed future, so that `dyn Store` works.
@@ -230,6 +231,8 @@ pub struct StoreInfo {
     pub location: String,
     /// The schema version of the database.
     pub schema_version: i64,
+    /// The newest schema version this build knows (a database may be newer, see [`crate::schema`]).
+    pub known_schema_version: i64,
 }
 
 /// One execute of an invocation, as its timeline shows it.
@@ -327,6 +330,9 @@ pub enum StoreErrorKind {
     Conflict,
     /// The store is shut down.
     Closed,
+    /// A write was sent, but whether it committed cannot be told now (the database went away
+    /// while it was committing); the message says what to look up.
+    OutcomeUnknown,
 }
 
 impl StoreError {
@@ -363,8 +369,16 @@ pub trait Store: Send + Sync + 'static {
     /// One report file of the invocation (see [`ReportFile::path`]), if it exists.
     fn report_file(&self, trace_id: &str, path: &str) -> StoreFuture<'_, Option<Vec<u8>>>;
 
-    /// Claims up to `limit` due invocations for `owner`, leasing each until `now + lease`.
-    fn claim(&self, now: Millis, limit: usize, owner: &str, lease: Duration) -> StoreFuture<'_, Vec<Claim>>;
+    /// Claims up to `limit` due invocations of the pairs `served` names for `owner`, leasing each
+    /// until `now + lease`; due invocations of other pairs stay due for a node that serves them.
+    fn claim(
+        &self,
+        now: Millis,
+        limit: usize,
+        owner: &str,
+        lease: Duration,
+        served: &Served,
+    ) -> StoreFuture<'_, Vec<Claim>>;
 
     /// Extends a held lease to `now + lease`; `false` if the claim was lost.
     fn renew(&self, trace_id: &str, attempt: i64, now: Millis, lease: Duration) -> StoreFuture<'_, bool>;
@@ -375,8 +389,20 @@ pub trait Store: Send + Sync + 'static {
     /// Gives back a claim without executing, so the invocation runs again at `now`.
     fn release(&self, trace_id: &str, attempt: i64, now: Millis) -> StoreFuture<'_, ()>;
 
-    /// How long from `now` until the earliest `next_run_at` of any pending invocation (zero if past).
-    fn next_due(&self, now: Millis) -> StoreFuture<'_, Option<Duration>>;
+    /// How long from `now` until the earliest `next_run_at` of a pending invocation of the pairs
+    /// `served` names (zero if past).
+    fn next_due(&self, now: Millis, served: &Served) -> StoreFuture<'_, Option<Duration>>;
+
+    /// Records that `node` is alive at `now` (its row is created on its first beat), and removes the
+    /// rows of nodes dead for longer than [`crate::cluster::DEAD_NODE_KEPT`].
+    fn heartbeat(&self, node: &NodeInfo, now: Millis) -> StoreFuture<'_, ()>;
+
+    /// Records that the node stopped cleanly at `now`: it is dead at once, not after its heartbeats lapse.
+    fn leave(&self, node_id: &str, now: Millis) -> StoreFuture<'_, ()>;
+
+    /// The nodes and the due invocations by (plugin, version), by the store's clock: what
+    /// `plugd db status`, the panel and `/metrics` show of a cluster.
+    fn cluster(&self, now: Millis) -> StoreFuture<'_, ClusterView>;
 
     /// Keeps a verified callback for the invocation.
     fn add_callback(&self, trace_id: &str, callback: Callback, now: Millis) -> StoreFuture<'_, CallbackReceipt>;

@@ -163,6 +163,18 @@ pub struct CopyProgress {
     pub total: u64,
 }
 
+/// `e`, naming the row it happened on: `table invocations, trace_id "...": ...`, so that a copy
+/// that stops says which record to look at.
+///
+/// ```
+/// use plugd_core::store::{StoreError, StoreErrorKind};
+/// let e = plugd_core::transfer::row_error(StoreError::new(StoreErrorKind::Data, "bad"), "outbox", "id", 7);
+/// assert_eq!(e.message, "table outbox, row id 7: bad");
+/// ```
+pub fn row_error(e: StoreError, table: &str, column: &str, key: impl std::fmt::Debug) -> StoreError {
+    StoreError::new(e.kind, format!("table {table}, row {column} {key:?}: {}", e.message))
+}
+
 /// Copies everything `from` holds into `to`, page by page, calling `progress` after each page;
 /// returns what was copied. Refuses a `to` that is not empty (see [`Counts::is_empty`]) unless
 /// `force`, which clears it first.

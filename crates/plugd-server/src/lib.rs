@@ -22,6 +22,7 @@ pub mod apigw;
 mod auth;
 pub mod config;
 pub mod guard;
+mod heartbeat;
 mod listener;
 mod logs;
 mod metrics;
@@ -101,6 +102,7 @@ pub async fn serve(
         tokio::spawn(scheduler::run(state.clone(), stop.clone())),
         tokio::spawn(outbox::run(state.clone(), stop.clone())),
         tokio::spawn(retention::run(state.clone(), stop.clone())),
+        tokio::spawn(heartbeat::run(state.clone(), stop.clone())),
     ];
     // Open event streams end at shutdown rather than hold the graceful stop for its whole grace.
     let app = api::router(state.clone()).layer(axum::Extension(api::Stopping(stop.clone())));
@@ -153,5 +155,6 @@ async fn app_state(
     if let Some(base) = &config.callback_base {
         signer = signer.with_callback_base(base);
     }
-    Ok(AppState::new(registry, store, signer, config, logs))
+    let schema_version = store.info().await?.known_schema_version;
+    Ok(AppState::new(registry, store, signer, config, logs, schema_version))
 }

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use plugd_core::cluster::ClusterView;
 use plugd_core::store::StoreStats;
 use plugd_sdk::State;
 
@@ -77,7 +78,7 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn render(&self, stats: &StoreStats) -> String {
+    pub(crate) fn render(&self, stats: &StoreStats, cluster: &ClusterView) -> String {
         let mut out = String::new();
         out.push_str("# HELP plugd_invocations Invocations in the store, by state.\n# TYPE plugd_invocations gauge\n");
         for state in State::ALL.into_iter().skip(1) {
@@ -86,6 +87,12 @@ impl Metrics {
         let gauges = [
             ("plugd_due_backlog", "Invocations due to execute and not yet claimed.", stats.due),
             ("plugd_outbox_backlog", "Finish callbacks waiting for delivery.", stats.outbox_pending),
+            (
+                "plugd_unserved_due_invocations",
+                "Due invocations of plugin versions that no live node serves: they wait for one that does.",
+                cluster.unserved_count(),
+            ),
+            ("plugd_live_nodes", "Nodes whose heartbeat is current.", cluster.live().count() as u64),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");

@@ -26,7 +26,7 @@ const BATCH: usize = 256;
 type Running = Arc<Mutex<HashMap<String, i64>>>;
 
 pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
-    let owner = format!("plugd-{}-{:08x}", std::process::id(), rand::random::<u32>());
+    let owner = state.node.node_id.clone();
     let workers = Arc::new(Semaphore::new(state.config.workers.max(1)));
     let running: Running = Arc::default();
     let mut tasks = JoinSet::new();
@@ -37,7 +37,7 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
             () = shutdown.cancelled() => break,
         };
         let limit = (workers.available_permits() + 1).min(BATCH);
-        let claims = match state.store.claim(now_ms(), limit, &owner, state.config.lease).await {
+        let claims = match state.store.claim(now_ms(), limit, &owner, state.config.lease, &state.node.served).await {
             Ok(claims) => claims,
             Err(e) => {
                 tracing::error!("cannot claim due invocations: {e}");
@@ -66,7 +66,7 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
         // The longest sleep when nothing is due: a safety net, not a tick (short on a shared
         // database, where a wake-up from another node may be lost).
         let max_idle = state.store.max_idle();
-        let sleep_for = match state.store.next_due(now_ms()).await {
+        let sleep_for = match state.store.next_due(now_ms(), &state.node.served).await {
             Ok(Some(due_in)) => due_in.min(max_idle),
             Ok(None) => max_idle,
             Err(e) => {

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use plugd_core::cluster::{NodeInfo, Served};
 use plugd_core::store::{finish_callback_of, FinishCallback, Millis, ReportFile, Store};
 use plugd_core::{Executor, Invocation, Registry, SignedCallbacks, Step, StepError, Trigger};
 use plugd_sdk::ApiRoute;
@@ -19,6 +20,13 @@ use crate::reports::ReportFiles;
 /// Unix milliseconds now.
 pub(crate) fn now_ms() -> Millis {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
+}
+
+/// A node id unique per process: the host (for operators), the pid and a random part (pids repeat
+/// across hosts and restarts).
+fn node_id() -> String {
+    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "plugd".into());
+    format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>())
 }
 
 /// The server's shared state; cheap to clone.
@@ -66,6 +74,9 @@ pub(crate) struct Inner {
     pub(crate) declared_hosts: Vec<String>,
     /// The origins of the URLs callers use (see [`ServerConfig::declared_origins`]).
     pub(crate) declared_origins: Vec<String>,
+    /// This node as its heartbeat describes it: its id (the owner of its claims) and what it serves,
+    /// the only invocations it claims.
+    pub(crate) node: NodeInfo,
 }
 
 impl Deref for AppState {
@@ -83,7 +94,14 @@ impl AppState {
         signer: SignedCallbacks,
         config: ServerConfig,
         logs: LogCapture,
+        schema_version: i64,
     ) -> AppState {
+        let node = NodeInfo {
+            node_id: node_id(),
+            plugd_version: env!("CARGO_PKG_VERSION").to_owned(),
+            schema_version,
+            served: Served::new(registry.iter().map(|p| (p.info.name.clone(), p.info.version.clone()))),
+        };
         let executor = Executor::new(registry.clone(), Arc::new(signer.clone())).coerce_inputs(!config.strict_inputs);
         let mut api_routes: HashMap<String, Vec<ApiRoute>> = HashMap::new();
         for plugin in registry.iter() {
@@ -104,6 +122,7 @@ impl AppState {
             report_files: ReportFiles { workspace: config.workspace.clone(), cap: config.max_report_bytes },
             declared_hosts: config.declared_hosts().collect(),
             declared_origins: config.declared_origins().collect(),
+            node,
         }))
     }
 
@@ -146,11 +165,13 @@ impl AppState {
         tokio::task::spawn_blocking(move || files.persist(&trace_id, invoke_count, &reports)).await.unwrap_or_default()
     }
 
-    /// The finish callback of an invocation that just ended, if its plugin enables one.
+    /// The finish callback of an invocation that just ended, if its plugin enables one. A version
+    /// that only other nodes serve (a cancel during a rolling deploy) cannot say: the caller's own
+    /// `plugin_callback_info` decides, so a caller that asked to be told is told.
     pub(crate) fn finish_callback_for(&self, invocation: &Invocation) -> Option<FinishCallback> {
-        let plugin = self.registry.get(&invocation.plugin, Some(&invocation.version)).ok()?;
-        if !plugin.info.enable_plugin_callback {
-            return None;
+        match self.registry.get(&invocation.plugin, Some(&invocation.version)) {
+            Ok(plugin) if !plugin.info.enable_plugin_callback => return None,
+            Ok(_) | Err(_) => {}
         }
         finish_callback_of(&invocation.context)
     }

@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use plugd_core::store::{StoreError, StoreErrorKind};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -26,9 +25,9 @@ impl<Req, Resp> Clone for Batcher<Req, Resp> {
 
 impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
     /// Starts the task that writes batches of at most `max` requests, at most `parallel` batches at
-    /// once, each with `write` (one result per request, in order) bounded by `timeout`. The task ends
-    /// when the last [`Batcher`] is dropped.
-    pub(crate) fn start<F, Fut>(max: usize, parallel: usize, timeout: Duration, write: F) -> Batcher<Req, Resp>
+    /// once, each with `write` (one result per request, in order; `write` bounds its own time, since
+    /// only it can tell what a timeout left behind). The task ends when the last [`Batcher`] is dropped.
+    pub(crate) fn start<F, Fut>(max: usize, parallel: usize, write: F) -> Batcher<Req, Resp>
     where
         F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<Result<Resp, StoreError>>> + Send + 'static,
@@ -50,19 +49,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
                 let count = requests.len();
                 let written = write(requests);
                 tokio::spawn(async move {
-                    let results = match tokio::time::timeout(timeout, written).await {
-                        Ok(results) if results.len() == count => results,
-                        Ok(_) => {
-                            let e = StoreError::new(StoreErrorKind::Data, "a batch lost a result");
-                            (0..count).map(|_| Err(e.clone())).collect()
-                        }
-                        Err(_) => {
-                            let e = StoreError::new(
-                                StoreErrorKind::Unavailable,
-                                format!("PostgreSQL did not answer within {:.1}s", timeout.as_secs_f64()),
-                            );
-                            (0..count).map(|_| Err(e.clone())).collect()
-                        }
+                    let results = written.await;
+                    let results = if results.len() == count {
+                        results
+                    } else {
+                        let e = StoreError::new(StoreErrorKind::Data, "a batch lost a result");
+                        (0..count).map(|_| Err(e.clone())).collect()
                     };
                     for (reply, result) in replies.into_iter().zip(results) {
                         let _ = reply.send(result);

@@ -23,6 +23,7 @@ mod batch;
 mod config;
 mod migrations;
 mod ops;
+mod text;
 mod tls;
 mod transfer;
 mod wake;
@@ -33,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use plugd_core::cluster::{ClusterView, NodeInfo, Served};
 use plugd_core::store::{
     CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, ExecuteRecord, FinishCallback, HistoryPage,
     HistoryQuery, Millis, NewInvocation, OutboxItem, Store, StoreError, StoreErrorKind, StoreFuture, StoreInfo,
@@ -50,11 +52,16 @@ pub struct PgOptions {
     /// The longest any operation may take, waiting for a connection included, before it fails as
     /// unavailable.
     pub timeout: Duration,
+    /// Whether open migrates an older schema (`true`), or refuses it (`plugd serve --no-migrate`).
+    pub migrate: bool,
+    /// Migrations after this build's own: how tests make a schema "one release newer".
+    #[doc(hidden)]
+    pub extra_migrations: &'static [plugd_core::schema::Migration],
 }
 
 impl Default for PgOptions {
     fn default() -> PgOptions {
-        PgOptions { pool_size: 16, timeout: Duration::from_secs(5) }
+        PgOptions { pool_size: 16, timeout: Duration::from_secs(5), migrate: true, extra_migrations: &[] }
     }
 }
 
@@ -69,6 +76,8 @@ pub struct PgStore {
     inserts: batch::Batcher<NewInvocation, ()>,
     /// Completions, group-committed.
     completions: batch::Batcher<Completion, bool>,
+    /// The newest schema version this build (with its test migrations) knows.
+    known_schema_version: i64,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -132,7 +141,7 @@ impl PgStore {
         let unavailable = |e: String| StoreError::new(StoreErrorKind::Unavailable, e);
         let tls = tls::connector(&url.ssl).map_err(|e| StoreError::new(StoreErrorKind::Data, e))?;
         let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
-        let manager = match tls {
+        let manager = match tls.clone() {
             Some(tls) => Manager::from_config(url.config.clone(), tls, manager_config),
             None => Manager::from_config(url.config.clone(), tokio_postgres::NoTls, manager_config),
         };
@@ -146,12 +155,13 @@ impl PgStore {
             .map_err(|e| unavailable(format!("cannot build the connection pool: {e}")))?;
         // Batches in flight at once per operation; the rest of the pool serves everything else.
         let parallel = (options.pool_size / 4).max(1);
-        let writer = pool.clone();
-        let inserts = batch::Batcher::start(BATCH, parallel, options.timeout, move |batch: Vec<NewInvocation>| {
-            let pool = writer.clone();
+        let bound = Bound { timeout: options.timeout, tls: tls.clone() };
+        let (writer, insert_bound) = (pool.clone(), bound.clone());
+        let inserts = batch::Batcher::start(BATCH, parallel, move |batch: Vec<NewInvocation>| {
+            let (pool, bound) = (writer.clone(), insert_bound.clone());
             async move {
                 let exists = || StoreError::new(StoreErrorKind::Conflict, "PostgreSQL: the trace id exists");
-                let written = write_batch(&pool, batch).await;
+                let written = write_batch(&pool, batch, &bound).await;
                 written
                     .into_iter()
                     .map(|r| r.and_then(|inserted| if inserted { Ok(()) } else { Err(exists()) }))
@@ -159,13 +169,22 @@ impl PgStore {
             }
         });
         let writer = pool.clone();
-        let completions = batch::Batcher::start(BATCH, parallel, options.timeout, move |batch: Vec<Completion>| {
-            let pool = writer.clone();
-            async move { write_batch(&pool, batch).await }
+        let completions = batch::Batcher::start(BATCH, parallel, move |batch: Vec<Completion>| {
+            let (pool, bound) = (writer.clone(), bound.clone());
+            async move { write_batch(&pool, batch, &bound).await }
         });
-        let store = PgStore { pool, url, timeout: options.timeout, wakes: wake::Wakes::new(), inserts, completions };
+        let known_schema_version = migrations::LATEST + options.extra_migrations.len() as i64;
+        let store = PgStore {
+            pool,
+            url,
+            timeout: options.timeout,
+            wakes: wake::Wakes::new(),
+            inserts,
+            completions,
+            known_schema_version,
+        };
         let mut conn = store.conn().await.map_err(|e| StoreError::new(e.kind, store.explain(&e.message)))?;
-        match migrations::migrate(&mut conn).await.map_err(pg_error)? {
+        match migrations::migrate(&mut conn, options.migrate, options.extra_migrations).await.map_err(pg_error)? {
             Ok(()) => {}
             Err(newer) => return Err(StoreError::new(StoreErrorKind::Data, newer)),
         }
@@ -245,7 +264,7 @@ impl Batched for Completion {
 /// Writes `items`, in rounds of distinct keys (a second request of one key goes in the next round,
 /// after the first committed); when a round fails for a reason other than the database being away
 /// (one request's bad data), each of its requests is written alone, so it fails alone.
-async fn write_batch<T: Batched>(pool: &Pool, items: Vec<T>) -> Vec<Result<bool, StoreError>> {
+async fn write_batch<T: Batched>(pool: &Pool, items: Vec<T>, bound: &Bound) -> Vec<Result<bool, StoreError>> {
     let mut results: Vec<Option<Result<bool, StoreError>>> = (0..items.len()).map(|_| None).collect();
     let mut pending: Vec<(usize, T)> = items.into_iter().enumerate().collect();
     while !pending.is_empty() {
@@ -253,11 +272,11 @@ async fn write_batch<T: Batched>(pool: &Pool, items: Vec<T>) -> Vec<Result<bool,
         let (round, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(_, t)| seen.insert(t.key().to_owned()));
         pending = later;
         let (index, round): (Vec<usize>, Vec<T>) = round.into_iter().unzip();
-        match write_once(pool, &round).await {
+        match write_once(pool, &round, bound).await {
             Ok(flags) => index.iter().zip(flags).for_each(|(&i, f)| results[i] = Some(Ok(f))),
             Err(e) if round.len() > 1 && e.kind != StoreErrorKind::Unavailable => {
                 for (&i, item) in index.iter().zip(&round) {
-                    let alone = write_once(pool, std::slice::from_ref(item)).await;
+                    let alone = write_once(pool, std::slice::from_ref(item), bound).await;
                     results[i] = Some(alone.map(|flags| flags.first().copied().unwrap_or(false)));
                 }
             }
@@ -268,9 +287,57 @@ async fn write_batch<T: Batched>(pool: &Pool, items: Vec<T>) -> Vec<Result<bool,
     results.into_iter().map(|r| r.unwrap_or_else(|| Err(lost()))).collect()
 }
 
-async fn write_once<T: Batched>(pool: &Pool, batch: &[T]) -> Result<Vec<bool>, StoreError> {
+/// How long a batch may take, and how one that took longer is stopped.
+#[derive(Clone)]
+struct Bound {
+    timeout: Duration,
+    /// How the pool connects: a cancel request connects the same way.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl Bound {
+    /// Asks the server to cancel what the connection of `token` runs; a failed request is only logged
+    /// (the batch's outcome then stays unknown, which the caller is told).
+    async fn cancel(&self, token: &tokio_postgres::CancelToken) {
+        let sent = match &self.tls {
+            Some(tls) => token.cancel_query(tls.clone()).await,
+            None => token.cancel_query(tokio_postgres::NoTls).await,
+        };
+        if let Err(e) = sent {
+            tracing::warn!("cannot cancel a batch that outlived its timeout: {e}");
+        }
+    }
+}
+
+/// Writes one batch within the bound. The batch goes out whole, its COMMIT included, so a timeout
+/// alone cannot say whether it committed (and dropping the connection would not stop a COMMIT
+/// already on its way): the batch is cancelled, and its own answer heard. Committed: as usual.
+/// Refused by the server (the cancel): rolled back, nothing recorded ([`StoreErrorKind::Unavailable`]).
+/// No answer even then: [`StoreErrorKind::OutcomeUnknown`].
+async fn write_once<T: Batched>(pool: &Pool, batch: &[T], bound: &Bound) -> Result<Vec<bool>, StoreError> {
     let mut conn = Unfinished(Some(pool.get().await.map_err(pool_error)?));
-    let written = T::write(conn.0.as_ref().expect("the connection is held"), batch).await;
+    let client = conn.0.as_ref().expect("the connection is held");
+    let cancel = client.cancel_token();
+    let mut write = T::write(client, batch);
+    let late = || format!("PostgreSQL did not answer within {}", humantime_secs(bound.timeout));
+    let written = match tokio::time::timeout(bound.timeout, &mut write).await {
+        Ok(written) => written,
+        Err(_) => {
+            bound.cancel(&cancel).await;
+            match tokio::time::timeout(bound.timeout, &mut write).await {
+                Ok(Ok(flags)) => Ok(flags),
+                Ok(Err(e)) if e.kind != StoreErrorKind::Unavailable => Err(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    format!("{}; the write was cancelled and rolled back", late()),
+                )),
+                Ok(Err(_)) | Err(_) => Err(StoreError::new(
+                    StoreErrorKind::OutcomeUnknown,
+                    format!("{}, nor after a cancel: whether the write committed is unknown", late()),
+                )),
+            }
+        }
+    };
+    drop(write);
     if written.is_ok() {
         // Committed (or rolled back): the connection goes back to the pool.
         conn.0.take();
@@ -295,11 +362,26 @@ fn humantime_secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
+impl PgStore {
+    /// After an insert whose outcome is unknown: `Ok` if the invocation is there after all, else the
+    /// error, naming the trace id to look up (the write may still land while the database recovers).
+    async fn recorded_after_all(&self, trace_id: &str, e: StoreError) -> Result<(), StoreError> {
+        match self.get(trace_id).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) | Err(_) => Err(StoreError::new(
+                StoreErrorKind::OutcomeUnknown,
+                format!("{}; look up trace id {trace_id} before retrying", e.message),
+            )),
+        }
+    }
+}
+
 impl Store for PgStore {
     fn info(&self) -> StoreFuture<'_, StoreInfo> {
         self.run(move |c| async move {
             let schema_version = migrations::version(&c).await.map_err(pg_error)?;
-            Ok(StoreInfo { backend: "postgres", location: self.url.location().to_owned(), schema_version })
+            let (location, known_schema_version) = (self.url.location().to_owned(), self.known_schema_version);
+            Ok(StoreInfo { backend: "postgres", location, schema_version, known_schema_version })
         })
     }
 
@@ -310,7 +392,11 @@ impl Store for PgStore {
     fn insert(&self, new: NewInvocation) -> StoreFuture<'_, ()> {
         let waits = !new.invocation.state.is_final();
         Box::pin(async move {
-            self.inserts.call(new).await?;
+            let trace_id = new.invocation.trace_id.clone();
+            match self.inserts.call(new).await {
+                Err(e) if e.kind == StoreErrorKind::OutcomeUnknown => self.recorded_after_all(&trace_id, e).await?,
+                written => written?,
+            }
             if waits {
                 self.wakes.tell_others(Wake::Invocations);
             }
@@ -338,9 +424,16 @@ impl Store for PgStore {
         self.run(move |c| async move { ops::report_file(&c, &trace_id, &path).await })
     }
 
-    fn claim(&self, _now: Millis, limit: usize, owner: &str, lease: Duration) -> StoreFuture<'_, Vec<Claim>> {
-        let owner = owner.to_owned();
-        self.run(move |c| async move { ops::claim(&c, limit, &owner, lease).await })
+    fn claim(
+        &self,
+        _now: Millis,
+        limit: usize,
+        owner: &str,
+        lease: Duration,
+        served: &Served,
+    ) -> StoreFuture<'_, Vec<Claim>> {
+        let (owner, served) = (owner.to_owned(), served.clone());
+        self.run(move |c| async move { ops::claim(&c, limit, &owner, lease, &served).await })
     }
 
     fn renew(&self, trace_id: &str, attempt: i64, _now: Millis, lease: Duration) -> StoreFuture<'_, bool> {
@@ -368,8 +461,23 @@ impl Store for PgStore {
         })
     }
 
-    fn next_due(&self, _now: Millis) -> StoreFuture<'_, Option<Duration>> {
-        self.run(move |c| async move { ops::next_due(&c).await })
+    fn next_due(&self, _now: Millis, served: &Served) -> StoreFuture<'_, Option<Duration>> {
+        let served = served.clone();
+        self.run(move |c| async move { ops::next_due(&c, &served).await })
+    }
+
+    fn heartbeat(&self, node: &NodeInfo, _now: Millis) -> StoreFuture<'_, ()> {
+        let node = node.clone();
+        self.run(move |mut c| async move { ops::heartbeat(&mut c, &node).await })
+    }
+
+    fn leave(&self, node_id: &str, _now: Millis) -> StoreFuture<'_, ()> {
+        let node_id = node_id.to_owned();
+        self.run(move |c| async move { ops::leave(&c, &node_id).await })
+    }
+
+    fn cluster(&self, _now: Millis) -> StoreFuture<'_, ClusterView> {
+        self.run(move |c| async move { ops::cluster(&c).await })
     }
 
     fn add_callback(&self, trace_id: &str, callback: Callback, _now: Millis) -> StoreFuture<'_, CallbackReceipt> {

@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Object};
 use plugd_core::store::{ExecuteRecord, ReportFile, StoreError, StoreFuture};
-use plugd_core::transfer::{CallbackRecord, Counts, InvocationRecord, OutboxRecord, Records, SettingRecord, Transfer};
+use plugd_core::transfer::{
+    row_error, CallbackRecord, Counts, InvocationRecord, OutboxRecord, Records, SettingRecord, Transfer,
+};
 use serde_json::Value;
 
 use crate::ops::{object_text, read_row, state_of, COLUMNS};
+use crate::text::{decode, decode_opt, encode};
 use crate::{data_error, pg_error, PgStore};
 
 type Res<T> = Result<T, StoreError>;
@@ -60,7 +63,7 @@ async fn export_invocations(c: &Object, after: Option<String>, limit: usize) -> 
     let of = |id: String| index.get(&id).copied();
     for row in c.query("SELECT trace_id, text FROM logs WHERE trace_id = ANY($1)", &[&ids]).await.map_err(pg_error)? {
         if let Some(i) = of(row.get(0)) {
-            records[i].logs = Some(row.get(1));
+            records[i].logs = Some(decode(row.get(1)));
         }
     }
     let reports = "SELECT trace_id, report FROM reports WHERE trace_id = ANY($1) ORDER BY trace_id, seq";
@@ -87,7 +90,7 @@ async fn export_invocations(c: &Object, after: Option<String>, limit: usize) -> 
                 started_at: row.get(3),
                 duration: Duration::from_micros(u64::try_from(row.get::<_, i64>(4)).unwrap_or(0)),
                 state,
-                err: row.get(6),
+                err: decode_opt(row.get(6)),
             });
         }
     }
@@ -130,11 +133,11 @@ async fn export_outbox(c: &Object, after: i64, limit: usize) -> Res<Vec<OutboxRe
         .map(|r| OutboxRecord {
             id: r.get(0),
             trace_id: r.get(1),
-            url: r.get(2),
+            url: decode(r.get(2)),
             body: r.get(3),
             attempts: r.get(4),
             next_attempt_at: r.get(5),
-            last_error: r.get(6),
+            last_error: decode_opt(r.get(6)),
             delivered_at: r.get(7),
             gave_up_at: r.get(8),
             created_at: r.get(9),
@@ -167,7 +170,7 @@ async fn import_invocation(c: &impl GenericClient, record: &InvocationRecord) ->
             &inv.context.to_string(),
             &storage,
             &outputs,
-            &inv.err,
+            &inv.err.as_deref().map(encode),
             &s.created_at,
             &s.updated_at,
             &s.finish_at,
@@ -176,7 +179,7 @@ async fn import_invocation(c: &impl GenericClient, record: &InvocationRecord) ->
             &s.lease_expires_at,
             &s.attempt,
             &s.deadline_at,
-            &s.created_by,
+            &s.created_by.as_deref().map(encode),
             &s.callback_deadline_at,
             &timeout_ms,
         ],
@@ -185,7 +188,9 @@ async fn import_invocation(c: &impl GenericClient, record: &InvocationRecord) ->
     .map_err(pg_error)?;
     let trace_id = &inv.trace_id;
     if let Some(text) = &record.logs {
-        c.execute("INSERT INTO logs (trace_id, text) VALUES ($1, $2)", &[trace_id, text]).await.map_err(pg_error)?;
+        c.execute("INSERT INTO logs (trace_id, text) VALUES ($1, $2)", &[trace_id, &encode(text)])
+            .await
+            .map_err(pg_error)?;
     }
     for (seq, report) in record.reports.iter().enumerate() {
         c.execute(
@@ -216,7 +221,7 @@ async fn import_invocation(c: &impl GenericClient, record: &InvocationRecord) ->
                 &e.started_at,
                 &micros,
                 &i16::from(e.state.code()),
-                &e.err,
+                &e.err.as_deref().map(encode),
             ],
         )
         .await
@@ -230,7 +235,8 @@ async fn import(c: &mut Object, records: &Records) -> Res<()> {
     match records {
         Records::Invocations(records) => {
             for record in records {
-                import_invocation(&tx, record).await?;
+                let key = &record.stored.invocation.trace_id;
+                import_invocation(&tx, record).await.map_err(|e| row_error(e, "invocations", "trace_id", key))?;
             }
         }
         Records::Callbacks(records) => {
@@ -241,7 +247,7 @@ async fn import(c: &mut Object, records: &Records) -> Res<()> {
                     &[&r.seq, &r.callback_id, &r.trace_id, &r.data, &r.received_at, &r.consumed_at],
                 )
                 .await
-                .map_err(pg_error)?;
+                .map_err(|e| row_error(pg_error(e), "callbacks", "seq", r.seq))?;
             }
             // New callbacks must sort after the copied ones.
             tx.execute("SELECT setval(pg_get_serial_sequence('callbacks', 'seq'), MAX(seq)) FROM callbacks", &[])
@@ -257,18 +263,18 @@ async fn import(c: &mut Object, records: &Records) -> Res<()> {
                     &[
                         &r.id,
                         &r.trace_id,
-                        &r.url,
+                        &encode(&r.url),
                         &r.body,
                         &r.attempts,
                         &r.next_attempt_at,
-                        &r.last_error,
+                        &r.last_error.as_deref().map(encode),
                         &r.delivered_at,
                         &r.gave_up_at,
                         &r.created_at,
                     ],
                 )
                 .await
-                .map_err(pg_error)?;
+                .map_err(|e| row_error(pg_error(e), "outbox", "id", r.id))?;
             }
             tx.execute("SELECT setval(pg_get_serial_sequence('outbox', 'id'), MAX(id)) FROM outbox", &[])
                 .await
@@ -282,7 +288,7 @@ async fn import(c: &mut Object, records: &Records) -> Res<()> {
                     &[&r.key, &r.value],
                 )
                 .await
-                .map_err(pg_error)?;
+                .map_err(|e| row_error(pg_error(e), "settings", "key", &r.key))?;
             }
         }
     }

@@ -17,6 +17,7 @@ WAL before the caller hears of it. `synchronous=FULL` also survives power loss; 
 
 mod health;
 mod migrations;
+mod nodes;
 mod ops;
 mod pool;
 mod transfer;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use plugd_core::cluster::{ClusterView, NodeInfo, Served};
 use plugd_core::store::{
     CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, ExecuteRecord, FinishCallback, HistoryPage,
     HistoryQuery, Millis, NewInvocation, OutboxItem, Store, StoreError, StoreErrorKind, StoreFuture, StoreInfo,
@@ -55,11 +57,22 @@ pub struct SqliteOptions {
     pub readers: usize,
     /// Most operations committed in one transaction.
     pub max_batch: usize,
+    /// Whether open migrates an older schema (`true`), or refuses it (`plugd serve --no-migrate`).
+    pub migrate: bool,
+    /// Migrations after this build's own: how tests make a schema "one release newer".
+    #[doc(hidden)]
+    pub extra_migrations: &'static [plugd_core::schema::Migration],
 }
 
 impl Default for SqliteOptions {
     fn default() -> SqliteOptions {
-        SqliteOptions { synchronous: Synchronous::Normal, readers: 4, max_batch: 512 }
+        SqliteOptions {
+            synchronous: Synchronous::Normal,
+            readers: 4,
+            max_batch: 512,
+            migrate: true,
+            extra_migrations: &[],
+        }
     }
 }
 
@@ -76,6 +89,8 @@ pub struct SqliteStore {
     readers: Arc<ReaderPool>,
     path: PathBuf,
     last_probe: Arc<tokio::sync::Mutex<LastProbe>>,
+    /// The newest schema version this build (with its test migrations) knows.
+    known_schema_version: i64,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -108,6 +123,7 @@ impl SqliteStore {
             readers: Arc::new(readers),
             path: path.to_owned(),
             last_probe: Arc::default(),
+            known_schema_version: migrations::LATEST + options.extra_migrations.len() as i64,
         })
     }
 
@@ -143,7 +159,8 @@ impl Store for SqliteStore {
         let location = self.path.display().to_string();
         Box::pin(async move {
             let schema_version = self.readers.run(ops::schema_version).await?;
-            Ok(StoreInfo { backend: "sqlite", location, schema_version })
+            let known_schema_version = self.known_schema_version;
+            Ok(StoreInfo { backend: "sqlite", location, schema_version, known_schema_version })
         })
     }
 
@@ -175,9 +192,16 @@ impl Store for SqliteStore {
         Box::pin(self.readers.run(move |c| ops::report_file(c, &trace_id, &path)))
     }
 
-    fn claim(&self, now: Millis, limit: usize, owner: &str, lease: Duration) -> StoreFuture<'_, Vec<Claim>> {
-        let owner = owner.to_owned();
-        Box::pin(self.writer.run(move |c| ops::claim(c, now, limit, &owner, lease)))
+    fn claim(
+        &self,
+        now: Millis,
+        limit: usize,
+        owner: &str,
+        lease: Duration,
+        served: &Served,
+    ) -> StoreFuture<'_, Vec<Claim>> {
+        let (owner, served) = (owner.to_owned(), nodes::served_keys(served));
+        Box::pin(self.writer.run(move |c| ops::claim(c, now, limit, &owner, lease, &served)))
     }
 
     fn renew(&self, trace_id: &str, attempt: i64, now: Millis, lease: Duration) -> StoreFuture<'_, bool> {
@@ -194,8 +218,23 @@ impl Store for SqliteStore {
         Box::pin(self.writer.run(move |c| ops::release(c, &trace_id, attempt, now)))
     }
 
-    fn next_due(&self, now: Millis) -> StoreFuture<'_, Option<Duration>> {
-        Box::pin(self.readers.run(move |c| ops::next_due(c, now)))
+    fn next_due(&self, now: Millis, served: &Served) -> StoreFuture<'_, Option<Duration>> {
+        let served = nodes::served_keys(served);
+        Box::pin(self.readers.run(move |c| ops::next_due(c, now, &served)))
+    }
+
+    fn heartbeat(&self, node: &NodeInfo, now: Millis) -> StoreFuture<'_, ()> {
+        let node = node.clone();
+        Box::pin(self.writer.run(move |c| nodes::heartbeat(c, &node, now)))
+    }
+
+    fn leave(&self, node_id: &str, now: Millis) -> StoreFuture<'_, ()> {
+        let node_id = node_id.to_owned();
+        Box::pin(self.writer.run(move |c| nodes::leave(c, &node_id, now)))
+    }
+
+    fn cluster(&self, now: Millis) -> StoreFuture<'_, ClusterView> {
+        Box::pin(self.readers.run(move |c| nodes::cluster(c, now)))
     }
 
     fn add_callback(&self, trace_id: &str, callback: Callback, now: Millis) -> StoreFuture<'_, CallbackReceipt> {

@@ -1,11 +1,15 @@
 //! Versioned schema migrations, tracked with `PRAGMA user_version`.
 
-use rusqlite::Connection;
+use plugd_core::schema::{self, AppliedMigration, Migration, SchemaCheck};
+use rusqlite::{Connection, OptionalExtension};
 
 /// Each entry upgrades the schema by one version; never edit one that shipped, append a new one.
-const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[Migration] = &[
     // 1: invocations, callbacks, logs, the finish-callback outbox and settings.
-    r#"
+    Migration {
+        name: "invocations, callbacks, logs, outbox, settings",
+        keeps_previous: true,
+        sql: r#"
     CREATE TABLE invocations (
         trace_id TEXT PRIMARY KEY,
         plugin TEXT NOT NULL,
@@ -63,8 +67,12 @@ const MIGRATIONS: &[&str] = &[
         value BLOB NOT NULL
     ) STRICT;
     "#,
+    },
     // 2: reports attached by executes.
-    r#"
+    Migration {
+        name: "reports",
+        keeps_previous: true,
+        sql: r#"
     CREATE TABLE reports (
         trace_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
@@ -72,10 +80,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (trace_id, seq)
     ) STRICT;
     "#,
+    },
     // 3: the app that created an invocation, which alone may read its logs and reports.
-    "ALTER TABLE invocations ADD COLUMN created_by TEXT;",
+    Migration { name: "created_by", keeps_previous: true, sql: "ALTER TABLE invocations ADD COLUMN created_by TEXT;" },
     // 4: a callback URL takes several posts (one per wait), and a wait for a callback may time out.
-    r#"
+    Migration {
+        name: "callback posts and callback timeouts",
+        keeps_previous: false,
+        sql: r#"
     CREATE TABLE callback_posts (
         seq INTEGER PRIMARY KEY,
         callback_id TEXT NOT NULL,
@@ -93,8 +105,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE invocations ADD COLUMN callback_deadline_at INTEGER;
     ALTER TABLE invocations ADD COLUMN callback_timeout_ms INTEGER;
     "#,
+    },
     // 5: report files live in the database, so that whoever serves the API serves them.
-    r#"
+    Migration {
+        name: "report files",
+        keeps_previous: true,
+        sql: r#"
     CREATE TABLE report_files (
         trace_id TEXT NOT NULL,
         path TEXT NOT NULL,
@@ -102,8 +118,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (trace_id, path)
     ) STRICT;
     "#,
+    },
     // 6: the debug panel: every execute (its timeline) and history by acceptance time.
-    r#"
+    Migration {
+        name: "executes and history",
+        keeps_previous: true,
+        sql: r#"
     CREATE TABLE executes (
         trace_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
@@ -117,29 +137,90 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX invocations_created ON invocations (created_at DESC, trace_id DESC);
     "#,
+    },
+    // 7: nodes that differ: each node's heartbeat and what it serves, and due invocations by plugin
+    // and version (a node claims only what it serves). Adds only: the previous release runs on it.
+    Migration {
+        name: "nodes and due invocations by plugin version",
+        keeps_previous: true,
+        sql: r#"
+    CREATE TABLE nodes (
+        node_id TEXT PRIMARY KEY,
+        plugd_version TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        stopped_at INTEGER
+    ) STRICT;
+    CREATE TABLE node_plugins (
+        node_id TEXT NOT NULL,
+        plugin TEXT NOT NULL,
+        version TEXT NOT NULL,
+        PRIMARY KEY (node_id, plugin, version)
+    ) STRICT;
+    CREATE INDEX invocations_due_by_version ON invocations (plugin, version, next_run_at)
+        WHERE next_run_at IS NOT NULL;
+    "#,
+    },
 ];
 
 /// The schema version this build writes.
 pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
 
-/// Brings the database to [`LATEST`], one transaction per migration.
-pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
+/// Brings the database to this build's newest version (`MIGRATIONS`, then `extra`: a test's "next
+/// release"), one transaction per migration, recording each in `plugd_migrations`; with `apply`
+/// false an older schema is refused instead. A newer schema is run on only if every migration past
+/// this build keeps older releases running ([`schema::check`]), and is never altered.
+pub(crate) fn migrate(conn: &mut Connection, apply: bool, extra: &[Migration]) -> rusqlite::Result<Result<(), String>> {
+    let all: Vec<&Migration> = MIGRATIONS.iter().chain(extra).collect();
+    let known = all.len() as i64;
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if current > LATEST {
-        return Ok(Err(format!(
-            "the database schema is version {current}, newer than this plugd ({LATEST}): upgrade plugd"
-        )));
+    match schema::check(known, current, &applied(conn)?) {
+        Ok(SchemaCheck::Current | SchemaCheck::NewerCompatible { .. }) => return Ok(Ok(())),
+        Ok(SchemaCheck::Behind { .. }) if !apply => {
+            return Ok(Err(schema::SchemaError::NotMigrated { database: current, known }.to_string()))
+        }
+        Ok(SchemaCheck::Behind { .. }) => {}
+        Err(e) => return Ok(Err(e.to_string())),
     }
     if current == 0 {
         // Must precede the first table to take effect.
         conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (index, migration) in all.iter().enumerate().skip(current as usize) {
+        let version = index as i64 + 1;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.execute_batch(migration.sql)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS plugd_migrations (
+                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, keeps_previous INTEGER NOT NULL,
+                 release TEXT NOT NULL, applied_at INTEGER NOT NULL
+             ) STRICT",
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO plugd_migrations VALUES (?1, ?2, ?3, ?4, unixepoch('subsec') * 1000)",
+            rusqlite::params![version, migration.name, migration.keeps_previous, env!("CARGO_PKG_VERSION")],
+        )?;
+        tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
-        tracing::info!(version = index + 1, "migrated the database schema");
+        tracing::info!(version, name = migration.name, "migrated the database schema");
     }
     Ok(Ok(()))
+}
+
+/// The migrations the database recorded (none before the first release that records them).
+fn applied(conn: &Connection) -> rusqlite::Result<Vec<AppliedMigration>> {
+    let recorded: Option<String> = conn
+        .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'plugd_migrations'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if recorded.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare("SELECT version, name, keeps_previous, release FROM plugd_migrations")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(AppliedMigration { version: r.get(0)?, name: r.get(1)?, keeps_previous: r.get(2)?, release: r.get(3)? })
+    })?;
+    rows.collect()
 }

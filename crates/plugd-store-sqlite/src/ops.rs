@@ -15,14 +15,14 @@ use serde_json::{Map, Value};
 
 use crate::{data_error, sql_error};
 
-/// Logs of one invocation are cut at this size.
-const MAX_LOG_BYTES: i64 = 64 * 1024;
+/// Logs of one invocation are cut at this many characters.
+const MAX_LOG_CHARS: usize = 64 * 1024;
 
 pub(crate) const COLUMNS: &str = "trace_id, plugin, version, state, invoke_count, inputs, context, storage, outputs, err, \
                        created_at, updated_at, finish_at, next_run_at, lease_owner, lease_expires_at, attempt, deadline_at, created_by, \
                        callback_deadline_at, callback_timeout_ms";
 
-type Res<T> = Result<T, StoreError>;
+pub(crate) type Res<T> = Result<T, StoreError>;
 
 fn json_object(text: &str, column: &str) -> Res<Map<String, Value>> {
     match serde_json::from_str(text) {
@@ -108,18 +108,24 @@ pub(crate) fn secret(conn: &Connection, generate: Vec<u8>) -> Res<Vec<u8>> {
     conn.query_row("SELECT value FROM settings WHERE key = 'callback_secret'", [], |r| r.get(0)).map_err(sql_error)
 }
 
-/// Appends to an invocation's logs, keeping the last `MAX_LOG_BYTES` characters: the end of a long
-/// run is what explains how it ended.
+/// Appends to an invocation's logs, keeping the last `MAX_LOG_CHARS` characters: the end of a long
+/// run is what explains how it ended. Joined here, not with SQL's `||` and `substr`, which stop at a
+/// NUL (a log line may hold one); the writer thread is the only writer, so nothing comes between.
 fn append_logs(conn: &Connection, trace_id: &str, text: &str) -> Res<()> {
     if text.is_empty() {
         return Ok(());
     }
-    conn.prepare_cached(
-        "INSERT INTO logs (trace_id, text) VALUES (?1, substr(?2, -?3))
-         ON CONFLICT (trace_id) DO UPDATE SET text = substr(text || excluded.text, -?3)",
-    )
-    .and_then(|mut s| s.execute(params![trace_id, text, MAX_LOG_BYTES]))
-    .map_err(sql_error)?;
+    let mut logs: String = conn
+        .prepare_cached("SELECT text FROM logs WHERE trace_id = ?1")
+        .and_then(|mut s| s.query_row([trace_id], |r| r.get(0)).optional())
+        .map_err(sql_error)?
+        .unwrap_or_default();
+    logs.push_str(text);
+    let excess = logs.chars().count().saturating_sub(MAX_LOG_CHARS);
+    let kept = logs.char_indices().nth(excess).map_or("", |(at, _)| &logs[at..]);
+    conn.prepare_cached("INSERT OR REPLACE INTO logs (trace_id, text) VALUES (?1, ?2)")
+        .and_then(|mut s| s.execute(params![trace_id, kept]))
+        .map_err(sql_error)?;
     Ok(())
 }
 
@@ -372,17 +378,28 @@ pub(crate) fn history(conn: &Connection, q: &HistoryQuery) -> Res<HistoryPage> {
     Ok(HistoryPage { items, total: total.max(0) as u64 })
 }
 
-pub(crate) fn claim(conn: &Connection, now: Millis, limit: usize, owner: &str, lease: Duration) -> Res<Vec<Claim>> {
+pub(crate) fn claim(
+    conn: &Connection,
+    now: Millis,
+    limit: usize,
+    owner: &str,
+    lease: Duration,
+    served: &str,
+) -> Res<Vec<Claim>> {
     let until = millis_after(now, lease);
     type Due = (String, Millis, u8, Option<Millis>, Option<Millis>);
     let due: Vec<Due> = conn
         .prepare_cached(
             "SELECT trace_id, next_run_at, state, deadline_at, callback_deadline_at FROM invocations
-             WHERE next_run_at IS NOT NULL AND next_run_at <= ?1 ORDER BY next_run_at LIMIT ?2",
+             WHERE next_run_at IS NOT NULL AND next_run_at <= ?1
+                 AND plugin || '@' || version IN (SELECT value FROM json_each(?3))
+             ORDER BY next_run_at LIMIT ?2",
         )
         .and_then(|mut s| {
-            s.query_map(params![now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-                .collect()
+            s.query_map(params![now, limit as i64, served], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect()
         })
         .map_err(sql_error)?;
     let mut claims = Vec::with_capacity(due.len());
@@ -495,10 +512,13 @@ pub(crate) fn release(conn: &Connection, trace_id: &str, attempt: i64, now: Mill
     Ok(())
 }
 
-pub(crate) fn next_due(conn: &Connection, now: Millis) -> Res<Option<Duration>> {
+pub(crate) fn next_due(conn: &Connection, now: Millis, served: &str) -> Res<Option<Duration>> {
     let at: Option<Millis> = conn
-        .prepare_cached("SELECT MIN(next_run_at) FROM invocations WHERE next_run_at IS NOT NULL")
-        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .prepare_cached(
+            "SELECT MIN(next_run_at) FROM invocations WHERE next_run_at IS NOT NULL
+                 AND plugin || '@' || version IN (SELECT value FROM json_each(?1))",
+        )
+        .and_then(|mut s| s.query_row([served], |r| r.get(0)))
         .map_err(sql_error)?;
     Ok(at.map(|at| until(now, at)))
 }

@@ -1,7 +1,9 @@
 //! [`Transfer`]: the SQLite store's content, exported and imported page by page.
 
 use plugd_core::store::{ReportFile, StoreError, StoreFuture};
-use plugd_core::transfer::{CallbackRecord, Counts, InvocationRecord, OutboxRecord, Records, SettingRecord, Transfer};
+use plugd_core::transfer::{
+    row_error, CallbackRecord, Counts, InvocationRecord, OutboxRecord, Records, SettingRecord, Transfer,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::ops::{self, read_row, COLUMNS};
@@ -167,7 +169,10 @@ fn import_invocation(conn: &Connection, record: &InvocationRecord) -> Res<()> {
 
 fn import(conn: &Connection, records: &Records) -> Res<()> {
     match records {
-        Records::Invocations(records) => records.iter().try_for_each(|r| import_invocation(conn, r)),
+        Records::Invocations(records) => records.iter().try_for_each(|r| {
+            let key = &r.stored.invocation.trace_id;
+            import_invocation(conn, r).map_err(|e| row_error(e, "invocations", "trace_id", key))
+        }),
         Records::Callbacks(records) => records.iter().try_for_each(|c| {
             conn.prepare_cached(
                 "INSERT INTO callbacks (seq, callback_id, trace_id, data, received_at, consumed_at)
@@ -177,7 +182,7 @@ fn import(conn: &Connection, records: &Records) -> Res<()> {
                 st.execute(params![c.seq, c.callback_id, c.trace_id, c.data, c.received_at, c.consumed_at])
             })
             .map(drop)
-            .map_err(sql_error)
+            .map_err(|e| row_error(sql_error(e), "callbacks", "seq", c.seq))
         }),
         Records::Outbox(records) => records.iter().try_for_each(|o| {
             conn.prepare_cached(
@@ -200,7 +205,7 @@ fn import(conn: &Connection, records: &Records) -> Res<()> {
                 ])
             })
             .map(drop)
-            .map_err(sql_error)
+            .map_err(|e| row_error(sql_error(e), "outbox", "id", o.id))
         }),
         Records::Settings(records) => records.iter().try_for_each(|s| {
             conn.prepare_cached(
@@ -209,7 +214,7 @@ fn import(conn: &Connection, records: &Records) -> Res<()> {
             )
             .and_then(|mut st| st.execute(params![s.key, s.value]))
             .map(drop)
-            .map_err(sql_error)
+            .map_err(|e| row_error(sql_error(e), "settings", "key", &s.key))
         }),
     }
 }

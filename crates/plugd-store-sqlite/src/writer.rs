@@ -75,7 +75,7 @@ impl Writer {
              PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = ON;"
         ))
         .map_err(|e| health::explain(path, e))?;
-        migrations::migrate(&mut conn)
+        migrations::migrate(&mut conn, options.migrate, options.extra_migrations)
             .map_err(|e| health::explain(path, e))?
             .map_err(|e| StoreError::new(StoreErrorKind::Data, format!("{}: {e}", path.display())))?;
         // A background connection copies the WAL into the database continuously (PASSIVE, never

@@ -10,6 +10,7 @@ use plugd_core::Invocation;
 use plugd_sdk::State;
 use plugd_store_sqlite::{SqliteOptions, SqliteStore};
 use plugd_store_tests::disk::{self, Tmpfs};
+use plugd_store_tests::records::served;
 use serde_json::json;
 
 /// Longer than the store reuses a probe's result.
@@ -59,11 +60,17 @@ fn write_garbage(path: &Path, from: u64) {
 
 #[tokio::test]
 async fn a_damaged_database_is_refused_with_the_way_out() {
-    for (from, detail) in [(1, "PRAGMA quick_check: "), (0, "file is not a database")] {
+    // Damage to a page of invocations opens, and quick_check finds it; damage to the first page
+    // (the header) is no database at all.
+    for (data, detail) in [(true, "PRAGMA quick_check: "), (false, "file is not a database")] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plugd.db");
         database(&path).await;
-        write_garbage(&path, from);
+        if data {
+            disk::damage_page_holding(&path, "x".repeat(500).as_bytes(), 4096, 0x2545_f491);
+        } else {
+            write_garbage(&path, 0);
+        }
         let error = SqliteStore::open(&path, SqliteOptions::default()).unwrap_err();
         assert_eq!(error.kind, StoreErrorKind::Data);
         let message = error.message;
@@ -110,7 +117,7 @@ async fn a_full_disk_fails_the_write_probe_naming_the_directory() {
     assert!(error.message.starts_with(&expected), "{}", error.message);
     assert!(error.message.contains("No space left on device"), "{}", error.message);
     // Reads still work.
-    store.next_due(0).await.unwrap();
+    store.next_due(0, &served()).await.unwrap();
 
     std::fs::remove_file(filler).unwrap();
     tokio::time::sleep(PROBE_REUSE).await;

@@ -10,7 +10,7 @@ use plugd_core::store::{
 use plugd_core::{Invocation, Trigger};
 use plugd_sdk::{Callback, State};
 use plugd_store_sqlite::{SqliteOptions, SqliteStore};
-use plugd_store_tests::records::{completion_at as completion, invocation, new_at, step};
+use plugd_store_tests::records::{completion_at as completion, invocation, new_at, served, step};
 use serde_json::json;
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -50,17 +50,17 @@ async fn polls_are_claimed_when_due_leased_and_fenced() {
     let store = open(&dir);
     let inv = invocation(State::Poll);
     store.insert(new(&inv, 1_000, Some(2_000))).await.unwrap();
-    assert_eq!(store.next_due(1_000).await.unwrap(), Some(Duration::from_millis(1_000)));
-    assert!(store.claim(1_999, 10, "a", LEASE).await.unwrap().is_empty(), "not due yet");
-    let claims = store.claim(2_000, 10, "a", LEASE).await.unwrap();
+    assert_eq!(store.next_due(1_000, &served()).await.unwrap(), Some(Duration::from_millis(1_000)));
+    assert!(store.claim(1_999, 10, "a", LEASE, &served()).await.unwrap().is_empty(), "not due yet");
+    let claims = store.claim(2_000, 10, "a", LEASE, &served()).await.unwrap();
     assert_eq!(claims.len(), 1);
     let claim = &claims[0];
     assert_eq!((claim.due_at, claim.stored.attempt, &claim.trigger), (2_000, 1, &Trigger::Poll));
-    assert!(store.claim(3_000, 10, "b", LEASE).await.unwrap().is_empty(), "leased");
+    assert!(store.claim(3_000, 10, "b", LEASE, &served()).await.unwrap().is_empty(), "leased");
     assert!(store.renew(&inv.trace_id, 1, 10_000, LEASE).await.unwrap());
 
     // The lease expires: another claimer takes over, and the first one's completion is refused.
-    let taken = store.claim(40_000, 10, "b", LEASE).await.unwrap();
+    let taken = store.claim(40_000, 10, "b", LEASE, &served()).await.unwrap();
     assert_eq!(taken[0].stored.attempt, 2);
     assert!(!store.complete(completion(&inv.trace_id, 1, step(State::Success, 2, None), 40_001)).await.unwrap());
     assert!(!store.renew(&inv.trace_id, 1, 60_000, LEASE).await.unwrap());
@@ -69,7 +69,7 @@ async fn polls_are_claimed_when_due_leased_and_fenced() {
     let stored = store.get(&inv.trace_id).await.unwrap().unwrap();
     assert_eq!((stored.invocation.state, stored.invocation.invoke_count), (State::Poll, 2));
     assert_eq!((stored.next_run_at, stored.lease_owner), (Some(40_502), None));
-    let claim = store.claim(41_000, 10, "b", LEASE).await.unwrap().remove(0);
+    let claim = store.claim(41_000, 10, "b", LEASE, &served()).await.unwrap().remove(0);
     assert!(store
         .complete(completion(&inv.trace_id, claim.stored.attempt, step(State::Success, 3, None), 41_001))
         .await
@@ -89,18 +89,22 @@ async fn callbacks_are_kept_even_before_the_invocation_commits_and_delivered_onc
     assert_eq!(store.add_callback(&inv.trace_id, early.clone(), 500).await.unwrap(), CallbackReceipt::Accepted);
     assert_eq!(store.add_callback(&inv.trace_id, early.clone(), 501).await.unwrap(), CallbackReceipt::AlreadyReceived);
     store.insert(new(&inv, 1_000, None)).await.unwrap();
-    assert_eq!(store.next_due(1_000).await.unwrap(), Some(Duration::ZERO), "due as soon as its CALLBACK state commits");
-    let claim = store.claim(1_000, 10, "a", LEASE).await.unwrap().remove(0);
+    assert_eq!(
+        store.next_due(1_000, &served()).await.unwrap(),
+        Some(Duration::ZERO),
+        "due as soon as its CALLBACK state commits"
+    );
+    let claim = store.claim(1_000, 10, "a", LEASE, &served()).await.unwrap().remove(0);
     assert_eq!(claim.trigger, Trigger::Callback(early.clone()));
 
     // A callback that arrives during the execute waits for its completion.
     let late = Callback { id: "b".repeat(32), data: json!({"late": true}) };
     assert_eq!(store.add_callback(&inv.trace_id, late.clone(), 1_100).await.unwrap(), CallbackReceipt::Accepted);
-    assert!(store.claim(1_200, 10, "b", LEASE).await.unwrap().is_empty());
+    assert!(store.claim(1_200, 10, "b", LEASE, &served()).await.unwrap().is_empty());
     let mut done = completion(&inv.trace_id, claim.stored.attempt, step(State::Callback, 2, None), 1_300);
     done.consumed_callback = Some(early.id.clone());
     assert!(store.complete(done).await.unwrap());
-    let claim = store.claim(1_300, 10, "a", LEASE).await.unwrap().remove(0);
+    let claim = store.claim(1_300, 10, "a", LEASE, &served()).await.unwrap().remove(0);
     assert_eq!(claim.trigger, Trigger::Callback(late.clone()));
     // The invocation waits again: the same URL takes another post, delivered after the first.
     let again = Callback { id: late.id.clone(), data: json!({"again": true}) };
@@ -108,7 +112,7 @@ async fn callbacks_are_kept_even_before_the_invocation_commits_and_delivered_onc
     let mut done = completion(&inv.trace_id, claim.stored.attempt, step(State::Callback, 3, None), 1_400);
     done.consumed_callback = Some(late.id.clone());
     assert!(store.complete(done).await.unwrap());
-    let claim = store.claim(1_400, 10, "a", LEASE).await.unwrap().remove(0);
+    let claim = store.claim(1_400, 10, "a", LEASE, &served()).await.unwrap().remove(0);
     assert_eq!(claim.trigger, Trigger::Callback(again.clone()));
     let mut done = completion(&inv.trace_id, claim.stored.attempt, step(State::Success, 4, None), 1_450);
     done.consumed_callback = Some(again.id.clone());
@@ -118,7 +122,7 @@ async fn callbacks_are_kept_even_before_the_invocation_commits_and_delivered_onc
         store.add_callback(&inv.trace_id, after, 1_500).await.unwrap(),
         CallbackReceipt::Finished(State::Success)
     );
-    assert_eq!(store.next_due(1_500).await.unwrap(), None);
+    assert_eq!(store.next_due(1_500, &served()).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -127,7 +131,7 @@ async fn cancel_fails_pending_invocations_and_fences_running_executes() {
     let store = open(&dir);
     let inv = invocation(State::Poll);
     store.insert(new(&inv, 1_000, Some(1_000))).await.unwrap();
-    let claim = store.claim(1_000, 10, "a", LEASE).await.unwrap().remove(0);
+    let claim = store.claim(1_000, 10, "a", LEASE, &served()).await.unwrap().remove(0);
     let finish = FinishCallback { url: "http://127.0.0.1:9/cb".into(), body: "{}".into() };
     assert_eq!(store.cancel(&inv.trace_id, "cancelled", 1_100, Some(finish)).await.unwrap(), CancelOutcome::Cancelled);
     let late = completion(&inv.trace_id, claim.stored.attempt, step(State::Success, 2, None), 1_200);
@@ -148,7 +152,7 @@ async fn the_outbox_retries_then_gives_up() {
     let store = open(&dir);
     let inv = invocation(State::Poll);
     store.insert(new(&inv, 1_000, Some(1_000))).await.unwrap();
-    let claim = store.claim(1_000, 10, "a", LEASE).await.unwrap().remove(0);
+    let claim = store.claim(1_000, 10, "a", LEASE, &served()).await.unwrap().remove(0);
     let mut done = completion(&inv.trace_id, claim.stored.attempt, step(State::Success, 2, None), 2_000);
     done.finish_callback = Some(FinishCallback { url: "http://127.0.0.1:9/cb".into(), body: r#"{"k":1}"#.into() });
     assert!(store.complete(done).await.unwrap());
@@ -231,9 +235,9 @@ async fn a_wait_for_a_callback_comes_due_at_its_timeout() {
     let mut first = new(&inv, 1_000, None);
     first.callback_timeout = Some(Duration::from_millis(500));
     store.insert(first).await.unwrap();
-    assert_eq!(store.next_due(1_000).await.unwrap(), Some(Duration::from_millis(500)));
-    assert!(store.claim(1_499, 10, "a", LEASE).await.unwrap().is_empty());
-    let claim = store.claim(1_500, 10, "a", LEASE).await.unwrap().remove(0);
+    assert_eq!(store.next_due(1_000, &served()).await.unwrap(), Some(Duration::from_millis(500)));
+    assert!(store.claim(1_499, 10, "a", LEASE, &served()).await.unwrap().is_empty());
+    let claim = store.claim(1_500, 10, "a", LEASE, &served()).await.unwrap().remove(0);
     assert_eq!(claim.trigger, Trigger::Poll, "claimed to fail it");
     assert_eq!(
         (claim.stored.callback_deadline_at, claim.stored.callback_timeout),
@@ -291,7 +295,7 @@ async fn executes_make_a_timeline() {
     let inv = invocation(State::Poll);
     assert_eq!(store.executes(&inv.trace_id).await.unwrap(), None);
     store.insert(new(&inv, 1_000, Some(2_000))).await.unwrap();
-    let claim = store.claim(2_000, 10, "a", LEASE).await.unwrap().remove(0);
+    let claim = store.claim(2_000, 10, "a", LEASE, &served()).await.unwrap().remove(0);
     assert!(store
         .complete(completion(&inv.trace_id, claim.stored.attempt, step(State::Success, 2, None), 2_010))
         .await

@@ -6,20 +6,37 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Overwrites the file from byte `from` to its end with bytes that are no SQLite page (a xorshift
-/// sequence from `seed`, the same for the same seed).
-pub fn write_garbage(path: &Path, from: u64, seed: u32) {
+/// Overwrites the page (of `page_size` bytes) that holds the first occurrence of `needle` with
+/// bytes that are no SQLite page: damage to the data of a table (where quick_check finds it), never
+/// to the schema, wherever the schema's pages lie.
+pub fn damage_page_holding(path: &Path, needle: &[u8], page_size: u64, seed: u32) {
+    let bytes = std::fs::read(path).unwrap();
+    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("the needle is in the file") as u64;
+    let page = at / page_size;
+    assert!(page > 0, "the needle is on the first page, which holds the header");
     let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    let length = file.metadata().unwrap().len();
+    file.seek(SeekFrom::Start(page * page_size)).unwrap();
+    file.write_all(&xorshift(seed, page_size)).unwrap();
+}
+
+fn xorshift(seed: u32, len: u64) -> Vec<u8> {
     let mut state = seed;
-    let garbage: Vec<u8> = (0..length.saturating_sub(from))
+    (0..len)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 17;
             state ^= state << 5;
             state as u8
         })
-        .collect();
+        .collect()
+}
+
+/// Overwrites the file from byte `from` to its end with bytes that are no SQLite page (a xorshift
+/// sequence from `seed`, the same for the same seed).
+pub fn write_garbage(path: &Path, from: u64, seed: u32) {
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let length = file.metadata().unwrap().len();
+    let garbage = xorshift(seed, length.saturating_sub(from));
     file.seek(SeekFrom::Start(from)).unwrap();
     file.write_all(&garbage).unwrap();
 }

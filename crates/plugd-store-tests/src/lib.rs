@@ -13,7 +13,8 @@ keeps its own clock (PostgreSQL's `now()`) passes the same cases as one that tak
 [`TestDatabase`] makes a PostgreSQL database of its own for one test, from `PLUGD_TEST_POSTGRES_URL`,
 and drops it afterwards. [`disk`] damages a database file, or mounts a small tmpfs to fill or make
 read-only, for the health tests of a store and of `plugd serve`; [`records`] builds the records the
-cases write, for a store's own tests too.
+cases write, for a store's own tests too; [`schema`] holds the schema-upgrade cases, which each store
+runs with an opener of its own.
 */
 #![deny(missing_docs)]
 
@@ -21,6 +22,7 @@ pub mod cases;
 pub mod disk;
 mod postgres;
 pub mod records;
+pub mod schema;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -83,6 +85,9 @@ macro_rules! conformance {
             concurrent_claimers_never_share_an_invocation,
             concurrent_inserts_all_land,
             history_filters_and_pages,
+            claims_take_only_served_versions,
+            nodes_heartbeat_and_unserved_work_shows,
+            nul_bytes_are_stored_as_sent,
         );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {

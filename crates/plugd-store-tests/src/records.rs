@@ -3,10 +3,16 @@
 
 use std::time::Duration;
 
+use plugd_core::cluster::Served;
 use plugd_core::store::{Completion, Millis, NewInvocation, ReportFile};
 use plugd_core::{Invocation, Step};
 use plugd_sdk::State;
 use serde_json::{json, Map};
+
+/// What a node that runs the records' invocations serves: `countdown` 1.0.0.
+pub fn served() -> Served {
+    Served::new([("countdown", "1.0.0")])
+}
 
 /// A `countdown` invocation in `state`, after its first execute.
 pub fn invocation(state: State) -> Invocation {

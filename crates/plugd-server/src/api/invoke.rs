@@ -129,6 +129,16 @@ pub(super) async fn invoke(
             let message = format!("the store is unavailable, nothing was recorded; retry later: {}", e.message);
             return fail(StatusCode::SERVICE_UNAVAILABLE, &message, Some(&trace_id));
         }
+        // A retry could run the invocation twice: the caller looks the trace id up instead.
+        Err(AdvanceError::Store(e)) if e.kind == StoreErrorKind::OutcomeUnknown => {
+            tracing::error!(%trace_id, "invoke outcome unknown: {e}");
+            let message = format!(
+                "the store did not confirm whether invocation {trace_id} was recorded; get schedule/{trace_id} \
+                 before retrying: {}",
+                e.message
+            );
+            return fail(StatusCode::SERVICE_UNAVAILABLE, &message, Some(&trace_id));
+        }
         Err(e) => return executor_error(&e),
     };
     Json(json!({

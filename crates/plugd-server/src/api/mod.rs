@@ -223,15 +223,18 @@ impl FromRequestParts<AppState> for Scoped {
         let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map_err(|e| fail(StatusCode::BAD_REQUEST, &format!("invalid path: {e}"), None))?;
-        let plugin = scope(state, &params)?;
+        let plugin = scope(state, &params).await?;
         Ok(Scoped { plugin, params, caller: parts.extensions.get::<Caller>().cloned() })
     }
 }
 
-fn scope(state: &AppState, params: &HashMap<String, String>) -> Result<String, Response> {
+/// The plugin a route is scoped to: the one its path names, or the default. A plugin this node does
+/// not serve is unknown, except on a route of one of its invocations that the store holds: during a
+/// rolling deploy any node answers `schedule`, `logs`, `reports` and `cancel` of any invocation.
+async fn scope(state: &AppState, params: &HashMap<String, String>) -> Result<String, Response> {
     let available = || state.registry.names().collect::<Vec<_>>().join(", ");
     if let Some(plugin) = params.get("plugin") {
-        if !state.registry.contains(plugin) {
+        if !state.registry.contains(plugin) && !stored_elsewhere(state, plugin, params.get("trace_id")).await? {
             let message = format!("unknown plugin {plugin:?}; available plugins: {}", available());
             return Err(fail(StatusCode::NOT_FOUND, &message, None));
         }
@@ -251,6 +254,15 @@ fn scope(state: &AppState, params: &HashMap<String, String>) -> Result<String, R
             ),
             None,
         )),
+    }
+}
+
+/// Whether `trace_id` is an invocation of `plugin` that the store holds (a plugin other nodes serve).
+async fn stored_elsewhere(state: &AppState, plugin: &str, trace_id: Option<&String>) -> Result<bool, Response> {
+    let Some(trace_id) = trace_id else { return Ok(false) };
+    match state.store.get(trace_id).await {
+        Ok(stored) => Ok(stored.is_some_and(|s| s.invocation.plugin == plugin)),
+        Err(e) => Err(fail(StatusCode::SERVICE_UNAVAILABLE, &format!("invocation read error: {e}"), None)),
     }
 }
 

@@ -9,10 +9,16 @@ use serde_json::json;
 use crate::state::{now_ms, AppState};
 
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
-    match state.store.stats(now_ms()).await {
-        Ok(stats) => {
-            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&stats))
-                .into_response()
+    let read = async {
+        Ok::<_, plugd_core::store::StoreError>((
+            state.store.stats(now_ms()).await?,
+            state.store.cluster(now_ms()).await?,
+        ))
+    };
+    match read.await {
+        Ok((stats, cluster)) => {
+            let text = state.metrics.render(&stats, &cluster);
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
         }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}\n")).into_response(),
     }
@@ -21,7 +27,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
 /// Ready when the store answers reads and takes writes (a full disk or a read-only database is not
 /// ready: every invoke would fail).
 pub(super) async fn healthz(State(state): State<AppState>) -> Response {
-    let checked = match state.store.next_due(now_ms()).await {
+    let checked = match state.store.next_due(now_ms(), &state.node.served).await {
         Ok(_) => state.store.check_writable().await,
         Err(e) => Err(e),
     };

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use deadpool_postgres::Object;
+use plugd_core::cluster::Served;
 use plugd_core::schedule::{self, ClaimDecision, Deadlines};
 use plugd_core::store::{Claim, Millis};
 use plugd_sdk::Callback;
@@ -10,23 +11,39 @@ use plugd_sdk::Callback;
 use super::{millis, read_row, wait_of, Cached, Res, COLUMNS};
 use crate::{data_error, pg_error};
 
-/// Claims due invocations in one statement (rows locked by another claimer are skipped, never waited
-/// for): each is leased, its attempt bumped, and returned with its due time and the oldest callback
-/// waiting for it. Those that `schedule::claim_decision` says must wait (a lease that ran out after
-/// the callback was consumed) are given back, fenced by the attempt just taken.
-pub(crate) async fn claim(c: &Object, limit: usize, owner: &str, lease: Duration) -> Res<Vec<Claim>> {
+/// Claims due invocations of the served (plugin, version) pairs in one statement (rows locked by
+/// another claimer are skipped, never waited for): each is leased, its attempt bumped, and returned
+/// with its due time and the oldest callback waiting for it. Those that `schedule::claim_decision`
+/// says must wait (a lease that ran out after the callback was consumed) are given back, fenced by
+/// the attempt just taken.
+///
+/// The candidates are read per served pair from the `(plugin, version, next_run_at)` index, so a
+/// claim costs the same whatever other nodes' versions have due; twice `limit` of them are read, so
+/// that nodes claiming at once still find rows the others did not lock.
+pub(crate) async fn claim(c: &Object, limit: usize, owner: &str, lease: Duration, served: &Served) -> Res<Vec<Claim>> {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let sql = SQL.get_or_init(|| {
         let returning: Vec<String> = COLUMNS.split(',').map(|c| format!("i.{}", c.trim())).collect();
         format!(
-            "WITH due AS (
+            "WITH candidates AS (
+                 SELECT n.trace_id FROM unnest($4::TEXT[], $5::TEXT[]) AS s(plugin, version)
+                 CROSS JOIN LATERAL (
+                     SELECT trace_id, next_run_at FROM invocations
+                     WHERE plugin = s.plugin AND version = s.version
+                         AND next_run_at IS NOT NULL AND next_run_at <= plugd_now_ms()
+                     ORDER BY next_run_at LIMIT $1::BIGINT * 2
+                 ) n
+                 ORDER BY n.next_run_at LIMIT $1::BIGINT * 2
+             ),
+             due AS (
                  SELECT i.trace_id, i.next_run_at AS due_at, cb.callback_id, cb.data
                  FROM invocations i
                  LEFT JOIN LATERAL (
                      SELECT callback_id, data FROM callbacks c
                      WHERE c.trace_id = i.trace_id AND c.consumed_at IS NULL ORDER BY seq LIMIT 1
                  ) cb ON i.state = 3
-                 WHERE i.next_run_at IS NOT NULL AND i.next_run_at <= plugd_now_ms()
+                 WHERE i.trace_id IN (SELECT trace_id FROM candidates)
+                     AND i.next_run_at IS NOT NULL AND i.next_run_at <= plugd_now_ms()
                  ORDER BY i.next_run_at LIMIT $1
                  FOR UPDATE OF i SKIP LOCKED
              )
@@ -37,7 +54,9 @@ pub(crate) async fn claim(c: &Object, limit: usize, owner: &str, lease: Duration
             returning.join(", ")
         )
     });
-    let rows = c.cached_query(sql, &[&(limit as i64), &owner, &millis(lease)]).await.map_err(pg_error)?;
+    let (plugins, versions) = (served.plugins(), served.versions());
+    let rows =
+        c.cached_query(sql, &[&(limit as i64), &owner, &millis(lease), &plugins, &versions]).await.map_err(pg_error)?;
     let (mut wait_ids, mut wait_attempts, mut wait_at) = (Vec::new(), Vec::new(), Vec::new());
     let mut claims = Vec::with_capacity(rows.len());
     let n = COLUMNS.split(',').count();
@@ -98,11 +117,18 @@ pub(crate) async fn release(c: &Object, trace_id: &str, attempt: i64) -> Res<()>
     Ok(())
 }
 
-pub(crate) async fn next_due(c: &Object) -> Res<Option<Duration>> {
+/// The earliest due time of the served pairs, one index probe per pair.
+pub(crate) async fn next_due(c: &Object, served: &Served) -> Res<Option<Duration>> {
+    let (plugins, versions) = (served.plugins(), served.versions());
     let row = c
         .cached_query_one(
-            "SELECT MIN(next_run_at) - plugd_now_ms() FROM invocations WHERE next_run_at IS NOT NULL",
-            &[],
+            "SELECT MIN(n.next_run_at) - plugd_now_ms() FROM unnest($1::TEXT[], $2::TEXT[]) AS s(plugin, version)
+             CROSS JOIN LATERAL (
+                 SELECT next_run_at FROM invocations
+                 WHERE plugin = s.plugin AND version = s.version AND next_run_at IS NOT NULL
+                 ORDER BY next_run_at LIMIT 1
+             ) n",
+            &[&plugins, &versions],
         )
         .await
         .map_err(pg_error)?;

@@ -1,5 +1,6 @@
 //! What ends or moves an execute: a batch of completions, callbacks as they arrive, and cancel.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::{GenericClient, Object};
@@ -11,12 +12,13 @@ use tokio_postgres::types::ToSql;
 
 use super::{append_reports, object_text, state_of, timeout_ms, Cached, Res, MAX_LOG_CHARS};
 use crate::pg_error;
+use crate::text::encode;
 
 async fn enqueue(c: &impl GenericClient, trace_id: &str, callback: &FinishCallback) -> Res<()> {
     c.cached_execute(
         "INSERT INTO outbox (trace_id, url, body, next_attempt_at, created_at)
          VALUES ($1, $2, $3, plugd_now_ms(), plugd_now_ms())",
-        &[&trace_id, &callback.url, &callback.body],
+        &[&trace_id, &encode(&callback.url), &callback.body],
     )
     .await
     .map_err(pg_error)?;
@@ -105,18 +107,18 @@ pub(crate) async fn complete_batch(c: &Object, batch: &[Completion]) -> Res<Vec<
         a.invoke_count.push(i64::from(step.invoke_count));
         a.storage.push(object_text(&step.storage)?);
         a.outputs.push(object_text(&step.outputs)?);
-        a.err.push(step.err.as_deref());
+        a.err.push(step.err.as_deref().map(encode));
         a.finish_at.push(plan.finish_at);
         a.next_run_at.push(plan.next_run_at);
         a.callback_deadline_at.push(plan.callback_deadline_at);
         a.callback_timeout_ms.push(timeout_ms(&plan));
-        a.logs.push(d.logs.as_str());
+        a.logs.push(encode(&d.logs));
         a.trigger.push(if d.consumed_callback.is_some() { "callback" } else { "poll" });
         a.started_at.push(now.saturating_sub(micros / 1000));
         a.duration_us.push(micros);
         if let Some(callback) = &d.finish_callback {
             a.outbox_trace_id.push(d.trace_id.as_str());
-            a.outbox_url.push(callback.url.as_str());
+            a.outbox_url.push(encode(&callback.url));
             a.outbox_body.push(callback.body.as_str());
         }
     }
@@ -196,17 +198,17 @@ struct CompleteArrays<'a> {
     invoke_count: Vec<i64>,
     storage: Vec<String>,
     outputs: Vec<String>,
-    err: Vec<Option<&'a str>>,
+    err: Vec<Option<Cow<'a, str>>>,
     finish_at: Vec<Option<Millis>>,
     next_run_at: Vec<Option<Millis>>,
     callback_deadline_at: Vec<Option<Millis>>,
     callback_timeout_ms: Vec<Option<i64>>,
-    logs: Vec<&'a str>,
+    logs: Vec<Cow<'a, str>>,
     trigger: Vec<&'static str>,
     started_at: Vec<Millis>,
     duration_us: Vec<i64>,
     outbox_trace_id: Vec<&'a str>,
-    outbox_url: Vec<&'a str>,
+    outbox_url: Vec<Cow<'a, str>>,
     outbox_body: Vec<&'a str>,
 }
 
@@ -283,7 +285,7 @@ pub(crate) async fn cancel(
         "UPDATE invocations SET state = $2, err = $3, updated_at = plugd_now_ms(), finish_at = plugd_now_ms(),
              next_run_at = NULL, lease_owner = NULL, lease_expires_at = NULL, attempt = attempt + 1
          WHERE trace_id = $1",
-        &[&trace_id, &i16::from(State::Fail.code()), &err],
+        &[&trace_id, &i16::from(State::Fail.code()), &encode(err)],
     )
     .await
     .map_err(pg_error)?;

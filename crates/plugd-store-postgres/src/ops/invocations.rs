@@ -1,5 +1,6 @@
 //! Invocations: inserting a batch, reading one back with its logs, reports and executes, and history.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
 use super::{append_reports, object_text, read_row, state_of, timeout_ms, Cached, Res, COLUMNS, MAX_LOG_CHARS};
+use crate::text::{decode, decode_opt, encode};
 use crate::{data_error, pg_error};
 
 pub(crate) async fn executes(c: &Object, trace_id: &str) -> Res<Option<Vec<ExecuteRecord>>> {
@@ -35,7 +37,7 @@ pub(crate) async fn executes(c: &Object, trace_id: &str) -> Res<Option<Vec<Execu
                 started_at: r.get(2),
                 duration: Duration::from_micros(u64::try_from(r.get::<_, i64>(3)).unwrap_or(0)),
                 state: state_of(r.get(4))?,
-                err: r.get(5),
+                err: decode_opt(r.get(5)),
             })
         })
         .collect::<Res<Vec<_>>>()
@@ -48,10 +50,11 @@ pub(crate) async fn history(c: &Object, q: &HistoryQuery) -> Res<HistoryPage> {
                   AND ($3::SMALLINT IS NULL OR state = $3)
                   AND ($4::TEXT IS NULL OR created_by IS NULL OR created_by = $4)";
     let state = q.state.map(|s| i16::from(s.code()));
+    let created_by = q.created_by.as_deref().map(encode);
     let total: i64 = c
         .cached_query_one(
             &format!("SELECT COUNT(*) FROM invocations WHERE {filter}"),
-            &[&q.plugin, &q.version, &state, &q.created_by],
+            &[&q.plugin, &q.version, &state, &created_by],
         )
         .await
         .map_err(pg_error)?
@@ -64,7 +67,7 @@ pub(crate) async fn history(c: &Object, q: &HistoryQuery) -> Res<HistoryPage> {
                 "SELECT trace_id, plugin, version, state, invoke_count, err, created_at, finish_at FROM invocations
                  WHERE {filter} ORDER BY created_at DESC, trace_id DESC LIMIT $5 OFFSET $6"
             ),
-            &[&q.plugin, &q.version, &state, &q.created_by, &limit, &offset],
+            &[&q.plugin, &q.version, &state, &created_by, &limit, &offset],
         )
         .await
         .map_err(pg_error)?;
@@ -77,7 +80,7 @@ pub(crate) async fn history(c: &Object, q: &HistoryQuery) -> Res<HistoryPage> {
                 version: r.get(2),
                 state: state_of(r.get(3))?,
                 invoke_count: u32::try_from(r.get::<_, i64>(4)).map_err(data_error)?,
-                err: r.get(5),
+                err: decode_opt(r.get(5)),
                 created_at: r.get(6),
                 finish_at: r.get(7),
             })
@@ -142,14 +145,14 @@ pub(crate) async fn insert_batch(c: &Object, batch: &[NewInvocation]) -> Res<Vec
         a.context.push(inv.context.to_string());
         a.storage.push(object_text(&inv.storage)?);
         a.outputs.push(object_text(&inv.outputs)?);
-        a.err.push(inv.err.as_deref());
+        a.err.push(inv.err.as_deref().map(encode));
         a.finish_at.push(plan.finish_at);
         a.next_run_at.push(plan.next_run_at);
         a.deadline_at.push(deadline_at);
-        a.created_by.push(new.created_by.as_deref());
+        a.created_by.push(new.created_by.as_deref().map(encode));
         a.callback_deadline_at.push(plan.callback_deadline_at);
         a.callback_timeout_ms.push(timeout_ms(&plan));
-        a.logs.push(new.logs.as_str());
+        a.logs.push(encode(&new.logs));
         a.started_at.push(now.saturating_sub(micros / 1000));
         a.duration_us.push(micros);
     }
@@ -243,14 +246,14 @@ struct InsertArrays<'a> {
     context: Vec<String>,
     storage: Vec<String>,
     outputs: Vec<String>,
-    err: Vec<Option<&'a str>>,
+    err: Vec<Option<Cow<'a, str>>>,
     finish_at: Vec<Option<Millis>>,
     next_run_at: Vec<Option<Millis>>,
     deadline_at: Vec<Option<Millis>>,
-    created_by: Vec<Option<&'a str>>,
+    created_by: Vec<Option<Cow<'a, str>>>,
     callback_deadline_at: Vec<Option<Millis>>,
     callback_timeout_ms: Vec<Option<i64>>,
-    logs: Vec<&'a str>,
+    logs: Vec<Cow<'a, str>>,
     started_at: Vec<Millis>,
     duration_us: Vec<i64>,
 }
@@ -284,7 +287,7 @@ pub(crate) async fn logs(c: &Object, trace_id: &str) -> Res<Option<String>> {
         return Ok(None);
     }
     let row = c.cached_query_opt("SELECT text FROM logs WHERE trace_id = $1", &[&trace_id]).await.map_err(pg_error)?;
-    Ok(Some(row.map(|r| r.get(0)).unwrap_or_default()))
+    Ok(Some(row.map(|r| decode(r.get(0))).unwrap_or_default()))
 }
 
 pub(crate) async fn reports(c: &Object, trace_id: &str) -> Res<Option<Vec<Value>>> {

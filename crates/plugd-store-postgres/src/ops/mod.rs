@@ -7,6 +7,7 @@
 mod claims;
 mod completions;
 mod invocations;
+mod nodes;
 mod outbox;
 mod retention;
 mod settings;
@@ -25,11 +26,13 @@ use serde_json::{Map, Value};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use crate::text::decode_opt;
 use crate::{data_error, pg_error};
 
 pub(crate) use claims::{claim, next_due, release, renew};
 pub(crate) use completions::{add_callback, cancel, complete_batch};
 pub(crate) use invocations::{executes, get, history, insert_batch, logs, report_file, reports};
+pub(crate) use nodes::{cluster, heartbeat, leave};
 pub(crate) use outbox::{claim_outbox, finish_delivery, next_outbox_due};
 pub(crate) use retention::purge_finished;
 pub(crate) use settings::{secret, write_probe};
@@ -99,7 +102,7 @@ pub(crate) fn read_row(row: &Row) -> Res<StoredInvocation> {
             context: serde_json::from_str(&get_text(6)?).map_err(data_error)?,
             storage: json_object(&get_text(7)?, "storage")?,
             outputs: json_object(&get_text(8)?, "outputs")?,
-            err: row.try_get(9).map_err(pg_error)?,
+            err: decode_opt(row.try_get(9).map_err(pg_error)?),
             reports: Vec::new(),
         },
         created_at: row.try_get(10).map_err(pg_error)?,
@@ -110,7 +113,7 @@ pub(crate) fn read_row(row: &Row) -> Res<StoredInvocation> {
         lease_expires_at: row.try_get(15).map_err(pg_error)?,
         attempt: row.try_get(16).map_err(pg_error)?,
         deadline_at: row.try_get(17).map_err(pg_error)?,
-        created_by: row.try_get(18).map_err(pg_error)?,
+        created_by: decode_opt(row.try_get(18).map_err(pg_error)?),
         callback_deadline_at: row.try_get(19).map_err(pg_error)?,
         callback_timeout: row
             .try_get::<_, Option<i64>>(20)

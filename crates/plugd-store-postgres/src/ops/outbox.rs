@@ -6,6 +6,7 @@ use deadpool_postgres::Object;
 use plugd_core::store::{Delivery, FinishCallback, OutboxItem};
 
 use super::{millis, wait_of, Cached, Res};
+use crate::text::{decode, encode};
 use crate::{data_error, pg_error};
 
 pub(crate) async fn claim_outbox(c: &Object, limit: usize, lease: Duration) -> Res<Vec<OutboxItem>> {
@@ -25,7 +26,7 @@ pub(crate) async fn claim_outbox(c: &Object, limit: usize, lease: Duration) -> R
             Ok(OutboxItem {
                 id: r.get(0),
                 trace_id: r.get(1),
-                callback: FinishCallback { url: r.get(2), body: r.get(3) },
+                callback: FinishCallback { url: decode(r.get(2)), body: r.get(3) },
                 attempts: u32::try_from(r.get::<_, i64>(4)).map_err(data_error)?,
             })
         })
@@ -50,6 +51,7 @@ pub(crate) async fn finish_delivery(c: &Object, id: i64, delivery: &Delivery) ->
             0,
         ),
     };
+    let error = error.map(|e| encode(e));
     c.cached_execute(sql, &[&id, &error, &after]).await.map_err(pg_error)?;
     Ok(())
 }

@@ -1,5 +1,9 @@
 //! The cases. Each takes a fresh, empty store.
 
+mod nodes;
+
+pub use nodes::*;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,7 +17,7 @@ use plugd_core::{Invocation, Step, Trigger};
 use plugd_sdk::{Callback, State};
 use serde_json::json;
 
-use crate::records::{completion_at, invocation, new_at, step};
+use crate::records::{completion_at, invocation, new_at, served, step};
 
 const LEASE: Duration = Duration::from_secs(30);
 /// How long a case waits for something that should be due at once.
@@ -35,7 +39,7 @@ fn completion(trace_id: &str, attempt: i64, step: Step) -> Completion {
 async fn claim_one(store: &dyn Store, owner: &str, lease: Duration) -> Claim {
     let give_up = std::time::Instant::now() + PATIENCE;
     loop {
-        let mut claims = store.claim(now(), 10, owner, lease).await.unwrap();
+        let mut claims = store.claim(now(), 10, owner, lease, &served()).await.unwrap();
         if let Some(claim) = claims.pop() {
             assert!(claims.is_empty(), "one invocation, one claim: {claims:?}");
             return claim;
@@ -80,15 +84,15 @@ pub async fn insert_get_and_conflict(store: Arc<dyn Store>) {
 pub async fn polls_are_claimed_when_due_leased_and_fenced(store: Arc<dyn Store>) {
     let inv = invocation(State::Poll);
     store.insert(new(&inv, Some(Duration::from_millis(300)))).await.unwrap();
-    let due_in = store.next_due(now()).await.unwrap().expect("a pending poll is due some time");
+    let due_in = store.next_due(now(), &served()).await.unwrap().expect("a pending poll is due some time");
     assert!(due_in <= Duration::from_millis(300), "{due_in:?}");
-    assert!(store.claim(now(), 10, "a", LEASE).await.unwrap().is_empty(), "not due yet");
+    assert!(store.claim(now(), 10, "a", LEASE, &served()).await.unwrap().is_empty(), "not due yet");
     let short = Duration::from_millis(400);
     let claim = claim_one(&*store, "a", short).await;
     assert_eq!((claim.stored.attempt, &claim.trigger), (1, &Trigger::Poll));
     assert!(claim.claimed_at >= claim.due_at, "{claim:?}");
     assert_eq!(claim.stored.lease_owner.as_deref(), Some("a"));
-    assert!(store.claim(now(), 10, "b", LEASE).await.unwrap().is_empty(), "leased");
+    assert!(store.claim(now(), 10, "b", LEASE, &served()).await.unwrap().is_empty(), "leased");
     assert!(store.renew(&inv.trace_id, 1, now(), short).await.unwrap());
 
     // The lease expires: another claimer takes over, and the first one's completion is refused.
@@ -113,7 +117,7 @@ pub async fn polls_are_claimed_when_due_leased_and_fenced(store: Arc<dyn Store>)
     let triggers: Vec<String> =
         store.executes(&inv.trace_id).await.unwrap().unwrap().into_iter().map(|e| e.trigger).collect();
     assert_eq!(triggers, ["start", "poll", "poll"]);
-    assert_eq!(store.next_due(now()).await.unwrap(), None);
+    assert_eq!(store.next_due(now(), &served()).await.unwrap(), None);
 }
 
 /// A callback posted before its invocation commits is kept and delivered; a URL takes one post per
@@ -127,14 +131,18 @@ pub async fn callbacks_early_once_per_wait_and_retries_answered(store: Arc<dyn S
         CallbackReceipt::AlreadyReceived
     );
     store.insert(new(&inv, None)).await.unwrap();
-    assert_eq!(store.next_due(now()).await.unwrap(), Some(Duration::ZERO), "due as soon as its CALLBACK state commits");
+    assert_eq!(
+        store.next_due(now(), &served()).await.unwrap(),
+        Some(Duration::ZERO),
+        "due as soon as its CALLBACK state commits"
+    );
     let claim = claim_one(&*store, "a", LEASE).await;
     assert_eq!(claim.trigger, Trigger::Callback(early.clone()));
 
     // A callback that arrives during the execute waits for its completion.
     let late = Callback { id: "b".repeat(32), data: json!({"late": true}) };
     assert_eq!(store.add_callback(&inv.trace_id, late.clone(), now()).await.unwrap(), CallbackReceipt::Accepted);
-    assert!(store.claim(now(), 10, "b", LEASE).await.unwrap().is_empty(), "held by the running execute");
+    assert!(store.claim(now(), 10, "b", LEASE, &served()).await.unwrap().is_empty(), "held by the running execute");
     let mut done = completion(&inv.trace_id, claim.stored.attempt, step(State::Callback, 2, None));
     done.consumed_callback = Some(early.id.clone());
     assert!(store.complete(done).await.unwrap());
@@ -160,7 +168,7 @@ pub async fn callbacks_early_once_per_wait_and_retries_answered(store: Arc<dyn S
         store.add_callback(&inv.trace_id, after, now()).await.unwrap(),
         CallbackReceipt::Finished(State::Success)
     );
-    assert_eq!(store.next_due(now()).await.unwrap(), None);
+    assert_eq!(store.next_due(now(), &served()).await.unwrap(), None);
 }
 
 /// A bounded wait for a callback comes due when it runs out, and is claimed to fail it.
@@ -169,9 +177,9 @@ pub async fn a_wait_for_a_callback_comes_due_at_its_timeout(store: Arc<dyn Store
     let mut first = new(&inv, None);
     first.callback_timeout = Some(Duration::from_millis(300));
     store.insert(first).await.unwrap();
-    let due_in = store.next_due(now()).await.unwrap().expect("due at its timeout");
+    let due_in = store.next_due(now(), &served()).await.unwrap().expect("due at its timeout");
     assert!(due_in > Duration::ZERO && due_in <= Duration::from_millis(300), "{due_in:?}");
-    assert!(store.claim(now(), 10, "a", LEASE).await.unwrap().is_empty());
+    assert!(store.claim(now(), 10, "a", LEASE, &served()).await.unwrap().is_empty());
     let claim = claim_one(&*store, "a", LEASE).await;
     assert_eq!(claim.trigger, Trigger::Poll, "claimed to fail it");
     assert_eq!(claim.stored.callback_timeout, Some(Duration::from_millis(300)));
@@ -302,7 +310,7 @@ pub async fn concurrent_claimers_never_share_an_invocation(store: Arc<dyn Store>
                 let mut mine = Vec::new();
                 let mut idle = 0;
                 while idle < 3 {
-                    let claims = store.claim(now(), 16, &format!("claimer-{n}"), LEASE).await.unwrap();
+                    let claims = store.claim(now(), 16, &format!("claimer-{n}"), LEASE, &served()).await.unwrap();
                     if claims.is_empty() {
                         idle += 1;
                         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use plugd_core::cluster::ClusterView;
 use plugd_core::transfer::{self, CopyProgress, Transfer};
 use plugd_sdk::State;
 use plugd_store_postgres::PgOptions;
+use plugd_store_sqlite::SqliteOptions;
 use serde_json::json;
 
 use crate::store::{open_transfer, DbUrl, OpenError, StoreOptions};
@@ -39,7 +41,16 @@ enum DbCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Show a database's backend, schema version, and invocations by state.
+    /// Bring a database's schema to this plugd's version, as an explicit step: for operators who
+    /// migrate before a rolling deploy (then start nodes with `serve --no-migrate`). Says which
+    /// migrations ran and whether older releases keep running on the result.
+    Migrate {
+        /// The database: sqlite://PATH or postgres://...
+        #[arg(long, env = "PLUGD_DB", default_value = "sqlite://./plugd.db", hide_env_values = true)]
+        db: String,
+    },
+    /// Show a database's backend, schema version, invocations by state, the nodes that share it
+    /// (live and dead) and the due invocations that no live node serves. Never migrates.
     Status {
         /// The database: sqlite://PATH or postgres://...
         #[arg(long, env = "PLUGD_DB", default_value = "sqlite://./plugd.db", hide_env_values = true)]
@@ -54,12 +65,14 @@ pub(crate) fn db(args: DbArgs) -> CliResult {
     let runtime = super::runtime()?;
     match args.command {
         DbCommand::Copy { from, to, force } => runtime.block_on(copy(&from, &to, force)),
+        DbCommand::Migrate { db } => runtime.block_on(migrate(&db)),
         DbCommand::Status { db, json } => runtime.block_on(status(&db, json)),
     }
 }
 
-/// Opens `url`; `create` says whether a SQLite file that does not exist may be created.
-async fn open(url: &str, flag: &str, create: bool) -> CliResult<Arc<dyn Transfer>> {
+/// Opens `url`; `create` says whether a SQLite file that does not exist may be created, `migrate`
+/// whether an older schema is migrated (or refused).
+async fn open(url: &str, flag: &str, create: bool, migrate: bool) -> CliResult<Arc<dyn Transfer>> {
     let db = DbUrl::parse(url).map_err(|e| CliError::Usage(e.replacen("--db", flag, 1)))?;
     if let DbUrl::Sqlite(path) = &db {
         if !create && !path.exists() {
@@ -68,8 +81,8 @@ async fn open(url: &str, flag: &str, create: bool) -> CliResult<Arc<dyn Transfer
     }
     // One operation at a time, and pages of reports may be large: a longer timeout than a server's.
     let options = StoreOptions {
-        postgres: PgOptions { pool_size: 2, timeout: Duration::from_secs(120) },
-        ..StoreOptions::default()
+        postgres: PgOptions { pool_size: 2, timeout: Duration::from_secs(120), migrate, ..PgOptions::default() },
+        sqlite: SqliteOptions { migrate, ..SqliteOptions::default() },
     };
     match open_transfer(url, options).await {
         Ok(store) => Ok(store),
@@ -129,8 +142,8 @@ impl Shown {
 }
 
 async fn copy(from: &str, to: &str, force: bool) -> CliResult {
-    let source = open(from, "--from", false).await?;
-    let target = open(to, "--to", true).await?;
+    let source = open(from, "--from", false, true).await?;
+    let target = open(to, "--to", true, true).await?;
     let (source_info, target_info) = (source.info().await.map_err(failed)?, target.info().await.map_err(failed)?);
     if source_info.backend == target_info.backend && source_info.location == target_info.location {
         return Err(CliError::Usage("--from and --to are the same database".into()));
@@ -166,13 +179,24 @@ async fn copy(from: &str, to: &str, force: bool) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn migrate(url: &str) -> CliResult {
+    let store = open(url, "--db", true, true).await?;
+    let info = store.info().await.map_err(failed)?;
+    println!(
+        "{} {}: schema version {} (this plugd knows {})",
+        info.backend, info.location, info.schema_version, info.known_schema_version
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn status(url: &str, as_json: bool) -> CliResult {
-    let store = open(url, "--db", false).await?;
+    let store = open(url, "--db", false, false).await?;
     let info = store.info().await.map_err(failed)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let stats = store.stats(now).await.map_err(failed)?;
+    let cluster = store.cluster(now).await.map_err(failed)?;
     let states: Vec<(State, u64)> =
         (1..=5u8).filter_map(|code| Some((State::from_code(code)?, stats.by_state[code as usize]))).collect();
     let total: u64 = states.iter().map(|(_, n)| n).sum();
@@ -187,6 +211,22 @@ async fn status(url: &str, as_json: bool) -> CliResult {
             "by_state": by_state,
             "due": stats.due,
             "finish_callbacks_pending": stats.outbox_pending,
+            "nodes": cluster.nodes.iter().map(|n| json!({
+                "node_id": n.info.node_id,
+                "live": n.is_live(cluster.now),
+                "plugd_version": n.info.plugd_version,
+                "schema_version": n.info.schema_version,
+                "serves": n.info.served.keys(),
+                "started_at": n.started_at,
+                "last_seen": n.last_seen,
+                "stopped_at": n.stopped_at,
+            })).collect::<Vec<_>>(),
+            "unserved_due": cluster.unserved().iter().map(|g| json!({
+                "plugin": g.plugin,
+                "version": g.version,
+                "count": g.count,
+                "oldest_due_at": g.oldest_due_at,
+            })).collect::<Vec<_>>(),
         });
         println!("{out:#}");
         return Ok(ExitCode::SUCCESS);
@@ -200,5 +240,39 @@ async fn status(url: &str, as_json: bool) -> CliResult {
     }
     println!("due now:         {}", stats.due);
     println!("finish callbacks waiting: {}", stats.outbox_pending);
+    print_cluster(&cluster);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The nodes (live first) and the due work no live node serves, for operators during a rolling deploy.
+fn print_cluster(cluster: &ClusterView) {
+    let ago = |at: i64| humantime::format_duration(Duration::from_secs((cluster.now - at).max(0) as u64 / 1000));
+    let live = cluster.live().count();
+    println!("nodes:           {live} live, {} dead", cluster.nodes.len() - live);
+    let (alive, dead): (Vec<_>, Vec<_>) = cluster.nodes.iter().partition(|n| n.is_live(cluster.now));
+    for node in alive.into_iter().chain(dead) {
+        let status = match (node.is_live(cluster.now), node.stopped_at) {
+            (true, _) => "live".to_owned(),
+            (false, Some(at)) => format!("stopped {} ago", ago(at)),
+            (false, None) => format!("dead, last seen {} ago", ago(node.last_seen)),
+        };
+        let serves = node.info.served.keys();
+        println!(
+            "  {}  {status}  plugd {}  schema {}  serves {}",
+            node.info.node_id,
+            node.info.plugd_version,
+            node.info.schema_version,
+            if serves.is_empty() { "nothing".to_owned() } else { serves.join(", ") }
+        );
+    }
+    let unserved = cluster.unserved();
+    if unserved.is_empty() {
+        println!("due invocations no live node serves: none");
+        return;
+    }
+    println!("due invocations no live node serves (they wait, nothing fails):");
+    for group in unserved {
+        let key = plugd_core::cluster::key(&group.plugin, &group.version);
+        println!("  {key}  {} due, the oldest for {}", group.count, ago(group.oldest_due_at));
+    }
 }

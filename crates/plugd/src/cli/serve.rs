@@ -36,6 +36,10 @@ pub(crate) struct ServeArgs {
     /// needs it is answered 503.
     #[arg(long, env = "PLUGD_DB_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     db_timeout: Duration,
+    /// Refuse to start on a database whose schema is older than this plugd's, instead of migrating it:
+    /// for deployments that migrate as their own step (`plugd db migrate`) before rolling nodes.
+    #[arg(long, env = "PLUGD_NO_MIGRATE")]
+    no_migrate: bool,
     /// The URL callers reach this server at (callback URLs start with it) [default: http://<listen>].
     #[arg(long, env = "PLUGD_PUBLIC_URL")]
     public_url: Option<String>,
@@ -333,9 +337,15 @@ pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) ->
                 SyncMode::Normal => Synchronous::Normal,
                 SyncMode::Full => Synchronous::Full,
             },
+            migrate: !args.no_migrate,
             ..SqliteOptions::default()
         },
-        postgres: PgOptions { pool_size: args.db_pool_size as usize, timeout: args.db_timeout },
+        postgres: PgOptions {
+            pool_size: args.db_pool_size as usize,
+            timeout: args.db_timeout,
+            migrate: !args.no_migrate,
+            ..PgOptions::default()
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

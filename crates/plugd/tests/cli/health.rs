@@ -2,7 +2,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use plugd_store_tests::disk::{write_garbage, Tmpfs};
+use plugd_store_tests::disk::{damage_page_holding, Tmpfs};
 use serde_json::{json, Value};
 
 use crate::util::{listening_on, try_request, Finished, Plugd, Running};
@@ -67,10 +67,8 @@ fn serve_refuses_a_damaged_database_and_says_how_to_recover() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("plugd.db");
     database(&db);
-    // Garbage over every page but the first (the header and the schema).
-    let length = std::fs::metadata(&db).unwrap().len();
-    assert!(length >= 4 * 4096, "{length} bytes");
-    write_garbage(&db, 4096, 0x9e37_79b9);
+    // Garbage over a page of invocations (not the header or the schema).
+    damage_page_holding(&db, "b".repeat(1000).as_bytes(), 4096, 0x9e37_79b9);
 
     let finished = refused(&db).assert_code(1);
     let path = db.display();

@@ -21,6 +21,9 @@ mod serve;
 /// `plugd serve` on PostgreSQL: three nodes on one database, bad `--db` URLs.
 mod postgres;
 
+/// A rolling deploy on PostgreSQL: nodes that serve different versions, stopped and killed midway.
+mod rolling;
+
 /// `plugd db copy` from SQLite to PostgreSQL with pending work, and `plugd db status`.
 mod db;
 

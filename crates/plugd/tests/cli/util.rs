@@ -153,6 +153,14 @@ impl Running {
     pub(crate) fn release(mut self) -> Child {
         self.0.take().expect("the child is still held")
     }
+
+    /// Stops the child as a deploy does (SIGTERM) and waits for it: its exit code.
+    pub(crate) fn terminate(self) -> i32 {
+        let mut child = self.release();
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        child.wait().unwrap().code().unwrap_or(-1)
+    }
 }
 
 impl Drop for Running {
