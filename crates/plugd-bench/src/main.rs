@@ -17,13 +17,19 @@
 //!    interval, and what a host adds per execute over the same plugin written in Rust;
 //! 7. with `--db postgres://...`: three nodes on one PostgreSQL database, `--nodes-timers` countdown
 //!    timers spread over them, one node killed with SIGKILL while they run: lateness p50/p99, executes
-//!    recorded per invocation (duplicates), and how long until the killed node's claims run elsewhere.
+//!    recorded per invocation (duplicates), and how long until the killed node's claims run elsewhere;
+//! 8. with `--db postgres://...`, nodes that differ: the cost of a claim and of a next-due read with
+//!    100,000 due invocations of 50 plugins x 5 versions, by nodes that serve none, 5 or all of those
+//!    pairs; then a rolling deploy of three nodes under load (each stopped with SIGTERM and started
+//!    again serving one more version of a process plugin while countdowns run): failed invocations,
+//!    executes recorded twice, lateness p50/p99.
 //!
 //! `--db postgres://USER@HOST:PORT/DB` runs scenarios 1 to 3 on PostgreSQL instead of SQLite (each in a
-//! database of its own, created beside DB and dropped afterwards), and enables scenario 7.
+//! database of its own, created beside DB and dropped afterwards), and enables scenarios 7 and 8.
 
 mod client;
 mod pg;
+mod rolling;
 mod server;
 
 use std::time::{Duration, Instant};
@@ -58,8 +64,8 @@ struct Args {
     /// Projects of scenario 5.
     #[arg(long, default_value_t = 200)]
     gitlab_projects: usize,
-    /// Run only these scenarios (1 to 7; 7 needs --db).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7")]
+    /// Run only these scenarios (1 to 8; 7 and 8 need --db).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8")]
     only: Vec<u8>,
     /// A PostgreSQL server to run scenarios 1 to 3 and 7 on (postgres://USER@HOST:PORT/DB; each
     /// scenario makes a database of its own beside DB and drops it) [default: SQLite files].
@@ -71,6 +77,9 @@ struct Args {
     /// The lease of scenario 7's nodes: a killed node's claims run elsewhere after it.
     #[arg(long, default_value = "5s")]
     nodes_lease: String,
+    /// Countdown timers of scenario 8's rolling deploy.
+    #[arg(long, default_value_t = 3_000)]
+    rolling_timers: usize,
     /// The Python of scenario 6, with pydantic [default: target/bk-python-venv/bin/python, which
     /// the bk-plugin tests create, else python3].
     #[arg(long)]
@@ -110,6 +119,12 @@ async fn main() {
         match db {
             Some(db) => three_nodes(&plugd, db, args.nodes_timers, &args.nodes_lease).await,
             None => println!("\n7. three nodes on one database: skipped (needs --db postgres://...)"),
+        }
+    }
+    if args.only.contains(&8) {
+        match db {
+            Some(db) => rolling::nodes_that_differ(&plugd, db, args.rolling_timers).await,
+            None => println!("\n8. nodes that differ: skipped (needs --db postgres://...)"),
         }
     }
 }
@@ -449,7 +464,8 @@ async fn three_nodes(plugd: &std::path::Path, admin: &str, count: usize, lease: 
 
     // Kill node 0 while it holds claims; its claims are those leased by `plugd-<pid>-...`.
     let sql = db.client().await;
-    let owner = format!("plugd-{}-%", nodes[0].as_ref().map_or(0, Server::pid));
+    // Node ids are <host>-<pid>-<random>.
+    let owner = format!("%-{}-%", nodes[0].as_ref().map_or(0, Server::pid));
     let held = "SELECT COUNT(*) FROM invocations WHERE lease_owner LIKE $1";
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {

@@ -66,6 +66,13 @@ impl Server {
         self.child.id()
     }
 
+    /// Stops the server as a deploy does (SIGTERM: it drains its executes, gives back its claims and
+    /// says it left), and waits for it.
+    pub(crate) fn terminate(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+
     pub(crate) fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -117,6 +117,19 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
     StoreError::new(kind, format!("PostgreSQL: {message}"))
 }
 
+/// The pool's connections as `config` says, their statements planned once (generic plans): every
+/// statement is prepared once per connection and run with parameters of the same shape, and the
+/// claim (a branch per served version) costs far more to plan than to run. Options the URL sets stay.
+fn session_config(config: &tokio_postgres::Config) -> tokio_postgres::Config {
+    let mut config = config.clone();
+    let options = match config.get_options() {
+        Some(given) => format!("{given} -c plan_cache_mode=force_generic_plan"),
+        None => "-c plan_cache_mode=force_generic_plan".to_owned(),
+    };
+    config.options(options);
+    config
+}
+
 /// No connection, whatever the reason: the server is down, restarting, refusing connections to this
 /// database for now (`ALLOW_CONNECTIONS false`, too many clients), or the pool waited too long. Any of
 /// it may pass, so it is [`StoreErrorKind::Unavailable`] (a 503), never a data error.
@@ -141,9 +154,10 @@ impl PgStore {
         let unavailable = |e: String| StoreError::new(StoreErrorKind::Unavailable, e);
         let tls = tls::connector(&url.ssl).map_err(|e| StoreError::new(StoreErrorKind::Data, e))?;
         let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let config = session_config(&url.config);
         let manager = match tls.clone() {
-            Some(tls) => Manager::from_config(url.config.clone(), tls, manager_config),
-            None => Manager::from_config(url.config.clone(), tokio_postgres::NoTls, manager_config),
+            Some(tls) => Manager::from_config(config, tls, manager_config),
+            None => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
         };
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))

@@ -1,5 +1,6 @@
 //! Claims: leasing due invocations, renewing and releasing a lease, and when the next one is due.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::Object;
@@ -16,47 +17,16 @@ use crate::{data_error, pg_error};
 /// with its due time and the oldest callback waiting for it. Those that `schedule::claim_decision`
 /// says must wait (a lease that ran out after the callback was consumed) are given back, fenced by
 /// the attempt just taken.
-///
-/// The candidates are read per served pair from the `(plugin, version, next_run_at)` index, so a
-/// claim costs the same whatever other nodes' versions have due; twice `limit` of them are read, so
-/// that nodes claiming at once still find rows the others did not lock.
 pub(crate) async fn claim(c: &Object, limit: usize, owner: &str, lease: Duration, served: &Served) -> Res<Vec<Claim>> {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let sql = SQL.get_or_init(|| {
-        let returning: Vec<String> = COLUMNS.split(',').map(|c| format!("i.{}", c.trim())).collect();
-        format!(
-            "WITH candidates AS (
-                 SELECT n.trace_id FROM unnest($4::TEXT[], $5::TEXT[]) AS s(plugin, version)
-                 CROSS JOIN LATERAL (
-                     SELECT trace_id, next_run_at FROM invocations
-                     WHERE plugin = s.plugin AND version = s.version
-                         AND next_run_at IS NOT NULL AND next_run_at <= plugd_now_ms()
-                     ORDER BY next_run_at LIMIT $1::BIGINT * 2
-                 ) n
-                 ORDER BY n.next_run_at LIMIT $1::BIGINT * 2
-             ),
-             due AS (
-                 SELECT i.trace_id, i.next_run_at AS due_at, cb.callback_id, cb.data
-                 FROM invocations i
-                 LEFT JOIN LATERAL (
-                     SELECT callback_id, data FROM callbacks c
-                     WHERE c.trace_id = i.trace_id AND c.consumed_at IS NULL ORDER BY seq LIMIT 1
-                 ) cb ON i.state = 3
-                 WHERE i.trace_id IN (SELECT trace_id FROM candidates)
-                     AND i.next_run_at IS NOT NULL AND i.next_run_at <= plugd_now_ms()
-                 ORDER BY i.next_run_at LIMIT $1
-                 FOR UPDATE OF i SKIP LOCKED
-             )
-             UPDATE invocations i SET attempt = i.attempt + 1, lease_owner = $2,
-                 lease_expires_at = plugd_now_ms() + $3, next_run_at = plugd_now_ms() + $3
-             FROM due WHERE i.trace_id = due.trace_id
-             RETURNING {}, due.due_at, plugd_now_ms(), due.callback_id, due.data",
-            returning.join(", ")
-        )
-    });
+    if served.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = claim_sql(served.len());
     let (plugins, versions) = (served.plugins(), served.versions());
-    let rows =
-        c.cached_query(sql, &[&(limit as i64), &owner, &millis(lease), &plugins, &versions]).await.map_err(pg_error)?;
+    let rows = c
+        .cached_query(&sql, &[&(limit as i64), &owner, &millis(lease), &plugins, &versions])
+        .await
+        .map_err(pg_error)?;
     let (mut wait_ids, mut wait_attempts, mut wait_at) = (Vec::new(), Vec::new(), Vec::new());
     let mut claims = Vec::with_capacity(rows.len());
     let n = COLUMNS.split(',').count();
@@ -92,6 +62,59 @@ pub(crate) async fn claim(c: &Object, limit: usize, owner: &str, lease: Duration
     }
     claims.sort_by_key(|c| c.due_at);
     Ok(claims)
+}
+
+/// The claim statement for `pairs` served pairs (`$4` and `$5`: their plugins and versions), made
+/// once per count (a node's served pairs never change, so it makes and prepares one).
+///
+/// Its candidates are the oldest due of each served pair, one `UNION ALL` branch per pair on the
+/// `(plugin, version, next_run_at)` index, merged in due order: PostgreSQL's Merge Append reads about
+/// one row per pair plus the rows taken, so a claim costs the same whatever other nodes' versions
+/// have due. Twice `limit` candidates are read, so that nodes claiming at once still find rows the
+/// others did not lock.
+fn claim_sql(pairs: usize) -> Arc<str> {
+    static BY_PAIRS: Mutex<Vec<(usize, Arc<str>)>> = Mutex::new(Vec::new());
+    let mut made = BY_PAIRS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, sql)) = made.iter().find(|(n, _)| *n == pairs) {
+        return sql.clone();
+    }
+    let branches: Vec<String> = (1..=pairs)
+        .map(|k| {
+            format!(
+                "(SELECT trace_id, next_run_at FROM invocations
+                  WHERE plugin = ($4::TEXT[])[{k}] AND version = ($5::TEXT[])[{k}]
+                      AND next_run_at IS NOT NULL AND next_run_at <= plugd_now_ms()
+                  ORDER BY next_run_at LIMIT $1::BIGINT * 2)"
+            )
+        })
+        .collect();
+    let returning: Vec<String> = COLUMNS.split(',').map(|c| format!("i.{}", c.trim())).collect();
+    let sql: Arc<str> = format!(
+        "WITH candidates AS (
+             SELECT trace_id FROM ({}) AS n ORDER BY next_run_at LIMIT $1::BIGINT * 2
+         ),
+         due AS (
+             SELECT i.trace_id, i.next_run_at AS due_at, cb.callback_id, cb.data
+             FROM invocations i
+             LEFT JOIN LATERAL (
+                 SELECT callback_id, data FROM callbacks c
+                 WHERE c.trace_id = i.trace_id AND c.consumed_at IS NULL ORDER BY seq LIMIT 1
+             ) cb ON i.state = 3
+             WHERE i.trace_id IN (SELECT trace_id FROM candidates)
+                 AND i.next_run_at IS NOT NULL AND i.next_run_at <= plugd_now_ms()
+             ORDER BY i.next_run_at LIMIT $1
+             FOR UPDATE OF i SKIP LOCKED
+         )
+         UPDATE invocations i SET attempt = i.attempt + 1, lease_owner = $2,
+             lease_expires_at = plugd_now_ms() + $3, next_run_at = plugd_now_ms() + $3
+         FROM due WHERE i.trace_id = due.trace_id
+         RETURNING {}, due.due_at, plugd_now_ms(), due.callback_id, due.data",
+        branches.join(" UNION ALL "),
+        returning.join(", ")
+    )
+    .into();
+    made.push((pairs, sql.clone()));
+    sql
 }
 
 pub(crate) async fn renew(c: &Object, trace_id: &str, attempt: i64, lease: Duration) -> Res<bool> {

@@ -15,18 +15,20 @@ use crate::util::{serve_in_workspace, try_request, Plugd, Running};
 const EACH: usize = 20;
 
 /// A `waiter` version: polls three times (`interval` seconds apart), then succeeds with the version
-/// that ran it.
+/// that ran it; with `approve`, waits for a callback instead (its URL in the outputs), then succeeds.
 fn waiter(root: &Path, version: &str) -> PathBuf {
     let dir = root.join(format!("waiter-{version}"));
     std::fs::create_dir_all(&dir).unwrap();
     let manifest = format!(
         "id: waiter\nversion: {version}\ndescription: Polls three times.\n\
-         inputs:\n  properties:\n    interval: {{type: number}}\n  required: [interval]\n\
-         outputs:\n  properties:\n    version: {{type: string}}\n    polls: {{type: integer}}\n\
+         inputs:\n  properties:\n    interval: {{type: number}}\n    approve: {{type: boolean}}\n  required: [interval]\n\
+         outputs:\n  properties:\n    callback_url: {{type: string}}\n    version: {{type: string}}\n    polls: {{type: integer}}\n\
          entry:\n  start: [/bin/sh, \"${{PLUGD_PLUGIN_DIR}}/run.sh\"]\n  env: {{WAITER_VERSION: {version}}}\n"
     );
     std::fs::write(dir.join("plugin.yaml"), manifest).unwrap();
-    let script = r#"if [ "$PLUGD_INVOKE_COUNT" -lt 4 ]; then
+    let script = r#"if [ "${PLUGD_INPUT_APPROVE-false}" = true ] && [ "$PLUGD_INVOKE_COUNT" -eq 1 ]; then
+  echo "{\"status\": \"callback\", \"outputs\": {\"callback_url\": \"$PLUGD_CALLBACK_URL\"}}" > "$PLUGD_RESULT_FILE"
+elif [ "${PLUGD_INPUT_APPROVE-false}" != true ] && [ "$PLUGD_INVOKE_COUNT" -lt 4 ]; then
   echo "{\"status\": \"poll\", \"poll_interval\": $PLUGD_INPUT_INTERVAL}" > "$PLUGD_RESULT_FILE"
 else
   echo "{\"status\": \"success\", \"outputs\": {\"version\": \"$WAITER_VERSION\", \"polls\": 3}}" > "$PLUGD_RESULT_FILE"
@@ -58,10 +60,21 @@ impl Node {
     }
 
     fn invoke(&self, version: &str) -> (u16, Value) {
-        let url = format!("{}/plugins/waiter/bk_plugin/invoke/{version}", self.base);
         // Long enough that A stops before the invocations end.
-        let (status, body) = try_request("POST", &url, r#"{"inputs": {"interval": 2}}"#).expect("invoke answers");
+        self.invoke_with(version, json!({"interval": 2}))
+    }
+
+    fn invoke_with(&self, version: &str, inputs: Value) -> (u16, Value) {
+        let url = format!("{}/plugins/waiter/bk_plugin/invoke/{version}", self.base);
+        let body = json!({"inputs": inputs}).to_string();
+        let (status, body) = try_request("POST", &url, &body).expect("invoke answers");
         (status, serde_json::from_str(&body).unwrap())
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let (status, body) = try_request("POST", &url, &body.to_string()).expect("the node answers");
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
     fn schedule(&self, trace_id: &str) -> Value {
@@ -80,6 +93,19 @@ impl Node {
         let mut child = self.child.take().expect("the node runs").release();
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+}
+
+/// The invocation once it ended (within a minute).
+fn wait_final(node: &Node, trace_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let data = node.schedule(trace_id);
+        if data["state"] == 4 || data["state"] == 5 {
+            return data;
+        }
+        assert!(Instant::now() < deadline, "{trace_id} did not finish: {data}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -130,6 +156,16 @@ fn a_rolling_deploy_of_three_nodes_that_serve_different_versions_fails_nothing()
         }
     }
 
+    // Two 1.1.0 invocations wait for a callback: one will be approved, one cancelled, both through C.
+    let waiting_for = |node: &Node| {
+        let (status, reply) = node.invoke_with("1.1.0", json!({"interval": 2, "approve": true}));
+        assert_eq!(status, 200, "{reply}");
+        let trace_id = reply["trace_id"].as_str().unwrap().to_owned();
+        let url = node.schedule(&trace_id)["outputs"]["callback_url"].as_str().unwrap().to_owned();
+        (trace_id, url)
+    };
+    let ((approved, callback_url), (cancelled, _)) = (waiting_for(&a), waiting_for(&a));
+
     // A stops for its upgrade: 1.1.0 is served by no live node, and waits (nothing fails).
     a.stop();
     let status = db_status(&url);
@@ -162,25 +198,33 @@ fn a_rolling_deploy_of_three_nodes_that_serve_different_versions_fails_nothing()
         assert_ne!(data["state"], 5, "{trace_id} failed while its version was away: {data}");
     }
 
+    // C takes the callback and the cancel of invocations of a plugin it does not serve, and shows logs.
+    let path = callback_url.split_once("/bk_plugin/").unwrap().1;
+    let (status, reply) = c.post(&format!("/bk_plugin/{path}"), &json!({"approved": true}));
+    assert_eq!((status, &reply["message"]), (200, &json!("callback success")), "{reply}");
+    let (status, reply) = c.post(&format!("/plugins/waiter/bk_plugin/cancel/{cancelled}"), &json!({}));
+    assert_eq!((status, &reply["data"]["state"]), (200, &json!(5)), "{reply}");
+    let (status, reply) = c.get(&format!("/plugins/waiter/bk_plugin/logs/{approved}"));
+    assert_eq!((status, &reply["result"]), (200, &json!(true)), "{reply}");
+    assert_eq!(c.schedule(&approved)["state"], 3, "it waits for a node that serves 1.1.0 to run the callback");
+    // A plugin served nowhere, and a trace id of another plugin, stay unknown.
+    assert_eq!(c.get(&format!("/plugins/nope/bk_plugin/schedule/{approved}")).0, 404);
+
     // A comes back with both versions; B is killed mid-run and comes back too.
     let a2 = Node::start(&url, &ws("a"), &[&old, &new]);
     b.kill();
     let b2 = Node::start(&url, &ws("b"), &[&old]);
-    let deadline = Instant::now() + Duration::from_secs(60);
     for (trace_id, version) in &accepted {
-        let data = loop {
-            let data = a2.schedule(trace_id);
-            if data["state"] == 4 || data["state"] == 5 {
-                break data;
-            }
-            assert!(Instant::now() < deadline, "{trace_id} did not finish: {data}");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let data = wait_final(&a2, trace_id);
         assert_eq!((&data["state"], &data["outputs"]["version"]), (&json!(4), &json!(version)), "{data}");
         // Every node answers the same, whatever it serves.
         assert_eq!(b2.schedule(trace_id), data);
         assert_eq!(c.schedule(trace_id), data);
     }
+    let approved = wait_final(&b2, &approved);
+    assert_eq!((&approved["state"], &approved["outputs"]["version"]), (&json!(4), &json!("1.1.0")), "{approved}");
+    let cancelled = wait_final(&b2, &cancelled);
+    assert_eq!((&cancelled["state"], &cancelled["err"]), (&json!(5), &json!("cancelled by request")), "{cancelled}");
     assert!(unserved(&db_status(&url)).is_empty());
 
     // No execute ran on a version other than its own, none was recorded twice.
