@@ -84,6 +84,9 @@ async fn claim_cost(admin: &str) {
     db.drop_database().await;
 }
 
+/// A node taking load: its address, and whether it serves tick 1.1.0.
+type Up = (SocketAddr, bool);
+
 /// A process plugin `tick` of `version`: polls three times a second apart, then succeeds.
 fn tick(root: &Path, version: &str) -> PathBuf {
     let dir = root.join(format!("tick-{version}"));
@@ -125,7 +128,7 @@ async fn rolling_deploy(plugd: &Path, admin: &str, timers: usize) {
         nodes.push(Some(start(flags(&[&old]), db.url.clone(), plugd.to_owned()).await.expect("a node")));
     }
     // Where load goes: the nodes up now, and whether each serves 1.1.0.
-    let up: Arc<Mutex<Vec<Option<(SocketAddr, bool)>>>> =
+    let up: Arc<Mutex<Vec<Option<Up>>>> =
         Arc::new(Mutex::new(nodes.iter().flatten().map(|n| Some((n.address, false))).collect()));
 
     let started = Instant::now();
@@ -160,9 +163,9 @@ async fn rolling_deploy(plugd: &Path, admin: &str, timers: usize) {
     // Each node in turn: its lateness so far kept, stopped, started again with 1.1.0 too.
     let mut snapshots = Vec::new();
     let mut restarts = Vec::new();
-    for i in 0..3 {
+    for (i, slot) in nodes.iter_mut().enumerate() {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let node = nodes[i].take().expect("the node runs");
+        let node = slot.take().expect("the node runs");
         snapshots.push(Client::new(node.address).get("/metrics").await);
         up.lock().expect("up")[i] = None;
         let stopping = Instant::now();
@@ -170,7 +173,7 @@ async fn rolling_deploy(plugd: &Path, admin: &str, timers: usize) {
         let node = start(flags(&[&old, &new]), db.url.clone(), plugd.to_owned()).await.expect("a node");
         restarts.push(stopping.elapsed().as_secs_f64());
         up.lock().expect("up")[i] = Some((node.address, true));
-        nodes[i] = Some(node);
+        *slot = Some(node);
     }
     let created = load.await.expect("the load");
 
