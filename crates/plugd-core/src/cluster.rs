@@ -154,6 +154,37 @@ impl ClusterView {
     pub fn unserved_count(&self) -> u64 {
         self.unserved().iter().map(|g| g.count).sum()
     }
+
+    /// As `plugd db status --json` and the panel show it: `now`, the `nodes` (each with whether it
+    /// is `live` and what it `serves`, as `plugin@version`), and the `unserved_due` groups.
+    pub fn report(&self) -> serde_json::Value {
+        let nodes: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "node_id": n.info.node_id,
+                    "live": n.is_live(self.now),
+                    "plugd_version": n.info.plugd_version,
+                    "schema_version": n.info.schema_version,
+                    "serves": n.info.served.keys(),
+                    "started_at": n.started_at,
+                    "last_seen": n.last_seen,
+                    "stopped_at": n.stopped_at,
+                })
+            })
+            .collect();
+        let unserved: Vec<serde_json::Value> = self
+            .unserved()
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "plugin": g.plugin, "version": g.version, "count": g.count, "oldest_due_at": g.oldest_due_at,
+                })
+            })
+            .collect();
+        serde_json::json!({"now": self.now, "nodes": nodes, "unserved_due": unserved})
+    }
 }
 
 #[cfg(test)]

@@ -561,6 +561,36 @@ fn panel_paths(state: &AppState, paths: &mut Map<String, Value>) {
                     ),
                 )
             }
+            "/ui/api/nodes" => {
+                add_status(&mut responses, "503", "The store cannot be read.");
+                let node = json!({"type": "object",
+                "required": ["node_id", "live", "plugd_version", "schema_version", "serves", "started_at", "last_seen", "stopped_at"],
+                "properties": {
+                    "node_id": {"type": "string"}, "live": {"type": "boolean"}, "plugd_version": {"type": "string"},
+                    "schema_version": {"type": "integer"},
+                    "serves": {"type": "array", "items": {"type": "string", "description": "`plugin@version`"}},
+                    "started_at": millis, "last_seen": millis, "stopped_at": optional_millis,
+                }});
+                let group = json!({"type": "object", "required": ["plugin", "version", "count", "oldest_due_at"],
+                "properties": {
+                    "plugin": {"type": "string"}, "version": {"type": "string"}, "count": {"type": "integer"},
+                    "oldest_due_at": millis,
+                }});
+                (
+                    "The panel: the nodes sharing the store, and the due invocations no live node serves.",
+                    json_response(
+                        "The nodes.",
+                        success(
+                            json!({"type": "object", "required": ["this_node", "now", "nodes", "unserved_due"], "properties": {
+                                "this_node": {"type": "string"}, "now": millis,
+                                "nodes": {"type": "array", "items": node},
+                                "unserved_due": {"type": "array", "items": group},
+                            }}),
+                            false,
+                        ),
+                    ),
+                )
+            }
             "/ui/api/invocations/{trace_id}/events" => {
                 parameters.push(path_parameter("trace_id", json!({"type": "string"}), "An invocation's trace_id."));
                 add_status(&mut responses, "404", "No such invocation (or another app's).");

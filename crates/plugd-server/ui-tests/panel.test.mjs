@@ -253,6 +253,17 @@ try {
     await shot(page, 'history-1280');
   });
 
+  await test('the nodes page shows this node, live, and what it serves', async () => {
+    await page.goto(`${base}/#/nodes`);
+    await page.waitForSelector('#nodes tbody tr');
+    const rows = await page.$$eval('#nodes tbody tr', (els) => els.map((e) => e.textContent));
+    expect(rows.length === 1 && rows[0].includes('this node') && rows[0].includes('live'), `rows: ${rows}`);
+    expect(rows[0].includes('hello@1.0.0') && rows[0].includes('countdown@1.0.0'), `serves: ${rows[0]}`);
+    expect((await page.textContent('#unserved')).includes('Every due invocation has a live node'), 'nothing unserved');
+    expect(await page.$eval('[data-nav="nodes"]', (a) => a.classList.contains('active')), 'the nav shows Nodes');
+    await shot(page, 'nodes-1280');
+  });
+
   await test('a phone screen (390 px)', async () => {
     const small = await browser.newContext(phone);
     const p = await small.newPage();

@@ -1,8 +1,8 @@
 // The panel's entry: routes in the URL fragment (#/, #/plugins/<name>/<version>, #/invocations/<id>,
-// #/history?...), and the token dialog when the server wants credentials.
+// #/history?..., #/nodes), and the token dialog when the server wants credentials.
 import { h, clear } from './dom.js';
 import { token, setToken, onUnauthorized, request } from './api.js';
-import { plugins, pluginsPage, versionPage, historyPage } from './pages.js';
+import { plugins, pluginsPage, versionPage, historyPage, nodesPage } from './pages.js';
 
 const main = document.getElementById('main');
 const dialog = document.getElementById('token-dialog');
@@ -16,7 +16,7 @@ async function route() {
   const [path, query] = (location.hash.replace(/^#/, '') || '/').split('?');
   const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
   const params = new URLSearchParams(query || '');
-  for (const a of document.querySelectorAll('[data-nav]')) a.classList.toggle('active', a.dataset.nav === (parts[0] === 'history' || parts[0] === 'invocations' ? 'history' : 'plugins'));
+  for (const a of document.querySelectorAll('[data-nav]')) a.classList.toggle('active', a.dataset.nav === (parts[0] === 'history' || parts[0] === 'invocations' ? 'history' : parts[0] === 'nodes' ? 'nodes' : 'plugins'));
   try {
     if (parts[0] === 'plugins' && parts.length >= 3) {
       document.title = `${parts[1]}@${parts[2]} · plugd`;
@@ -28,6 +28,9 @@ async function route() {
     } else if (parts[0] === 'history') {
       document.title = 'History · plugd';
       await historyPage(main, params, navigate);
+    } else if (parts[0] === 'nodes') {
+      document.title = 'Nodes · plugd';
+      await nodesPage(main);
     } else {
       document.title = 'Plugins · plugd';
       await pluginsPage(main);

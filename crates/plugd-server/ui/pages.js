@@ -185,3 +185,28 @@ export async function historyPage(main, params, navigate) {
         h('span', { class: 'muted' }, `page ${page.page} / ${pages}`),
         h('button', { type: 'button', class: 'small', disabled: page.page >= pages, onclick: () => go({ page: page.page + 1 }) }, 'Older →'))));
 }
+
+// The nodes sharing the store (live ones first, the one answering marked) and the due invocations
+// that no live node serves: what `plugd db status` shows, for a rolling deploy.
+export async function nodesPage(main) {
+  const view = await data('/ui/api/nodes');
+  const status = (n) => (n.live ? 'live' : n.stopped_at ? `stopped ${ago(n.stopped_at, view.now)}` : `dead, last seen ${ago(n.last_seen, view.now)}`);
+  const nodes = [...view.nodes].sort((a, b) => Number(b.live) - Number(a.live));
+  const rows = nodes.map((n) => h('tr', { 'data-node': n.node_id, class: n.live ? '' : 'muted' },
+    h('td', { class: 'mono' }, n.node_id, n.node_id === view.this_node ? [' ', h('span', { class: 'chip' }, 'this node')] : null),
+    h('td', { class: 'nowrap' }, status(n)),
+    h('td', { class: 'hide-narrow' }, `plugd ${n.plugd_version} · schema ${n.schema_version}`),
+    h('td', {}, n.serves.length ? n.serves.map((s) => h('span', { class: 'chip' }, s)) : h('span', { class: 'muted' }, 'nothing'))));
+  const unserved = view.unserved_due.map((g) => h('li', { 'data-unserved': `${g.plugin}@${g.version}` },
+    h('a', { href: `#/history?plugin=${encodeURIComponent(g.plugin)}&version=${encodeURIComponent(g.version)}` }, `${g.plugin}@${g.version}`),
+    `: ${g.count} due, the oldest since ${ago(g.oldest_due_at, view.now)}`));
+  const live = nodes.filter((n) => n.live).length;
+  clear(main).append(
+    h('div', { class: 'page-head' }, h('h1', {}, 'Nodes'), h('span', { class: 'sub' }, `${live} live, ${nodes.length - live} dead`)),
+    unserved.length
+      ? h('div', { class: 'banner error', role: 'alert', id: 'unserved' }, 'Due invocations that no live node serves (they wait, nothing fails, until a node that serves their version starts):', h('ul', {}, unserved))
+      : h('p', { class: 'muted', id: 'unserved' }, 'Every due invocation has a live node that serves its version.'),
+    h('div', { class: 'card' }, h('div', { class: 'table-wrap' }, h('table', { id: 'nodes' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'Node'), h('th', {}, 'Status'), h('th', { class: 'hide-narrow' }, 'Release'), h('th', {}, 'Serves'))),
+      h('tbody', {}, rows)))));
+}

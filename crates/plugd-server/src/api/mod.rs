@@ -77,6 +77,7 @@ pub(crate) const PANEL_ROUTES: &[(&str, &str, Access)] = &[
     ("get", "/ui/api/invocations", Access::Authenticated),
     ("get", "/ui/api/invocations/{trace_id}", Access::Authenticated),
     ("get", "/ui/api/invocations/{trace_id}/events", Access::Authenticated),
+    ("get", "/ui/api/nodes", Access::Authenticated),
 ];
 
 /// The debug panel: its pages and files, and its API.
@@ -94,6 +95,7 @@ fn panel_routes(state: &AppState) -> Router<AppState> {
             ("get", "/ui/api/invocations") => get(panel::history),
             ("get", "/ui/api/invocations/{trace_id}") => get(panel::invocation),
             ("get", "/ui/api/invocations/{trace_id}/events") => get(panel::invocation_events),
+            ("get", "/ui/api/nodes") => get(panel::nodes),
             _ => unreachable!("every route in PANEL_ROUTES has a handler"),
         };
         if access.is_protected(&state.config) {

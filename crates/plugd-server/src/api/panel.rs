@@ -122,6 +122,19 @@ pub(crate) async fn plugins(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
+/// `GET /ui/api/nodes`: the nodes sharing the store (which one answers, which are live, what each
+/// serves) and the due invocations that no live node serves, as `plugd db status` shows them.
+pub(crate) async fn nodes(State(state): State<AppState>) -> Response {
+    match state.store.cluster(now_ms()).await {
+        Ok(cluster) => {
+            let mut data = cluster.report();
+            data["this_node"] = json!(state.node.node_id);
+            Json(json!({"result": true, "data": data, "message": ""})).into_response()
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
 /// `GET /ui/api/forms/{plugin}/{version}`: the version's `form.js`, as a script the panel loads
 /// (after defining `$`), so that no page needs `eval`.
 pub(crate) async fn form(

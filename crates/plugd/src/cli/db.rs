@@ -203,7 +203,7 @@ async fn status(url: &str, as_json: bool) -> CliResult {
     if as_json {
         let by_state: serde_json::Map<String, serde_json::Value> =
             states.iter().map(|(state, n)| (state.to_string(), json!(n))).collect();
-        let out = json!({
+        let mut out = json!({
             "backend": info.backend,
             "location": info.location,
             "schema_version": info.schema_version,
@@ -211,23 +211,10 @@ async fn status(url: &str, as_json: bool) -> CliResult {
             "by_state": by_state,
             "due": stats.due,
             "finish_callbacks_pending": stats.outbox_pending,
-            "nodes": cluster.nodes.iter().map(|n| json!({
-                "node_id": n.info.node_id,
-                "live": n.is_live(cluster.now),
-                "plugd_version": n.info.plugd_version,
-                "schema_version": n.info.schema_version,
-                "serves": n.info.served.keys(),
-                "started_at": n.started_at,
-                "last_seen": n.last_seen,
-                "stopped_at": n.stopped_at,
-            })).collect::<Vec<_>>(),
-            "unserved_due": cluster.unserved().iter().map(|g| json!({
-                "plugin": g.plugin,
-                "version": g.version,
-                "count": g.count,
-                "oldest_due_at": g.oldest_due_at,
-            })).collect::<Vec<_>>(),
         });
+        if let (Some(out), serde_json::Value::Object(cluster)) = (out.as_object_mut(), cluster.report()) {
+            out.extend(cluster.into_iter().filter(|(key, _)| key != "now"));
+        }
         println!("{out:#}");
         return Ok(ExitCode::SUCCESS);
     }

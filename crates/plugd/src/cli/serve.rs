@@ -377,13 +377,14 @@ pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) ->
         if args.public_url.is_none() {
             config.public_url = format!("http://{address}");
         }
+        let shutdown = shutdown_signal();
         let names: Vec<&str> = registry.names().collect();
         eprintln!("plugd serve: listening on http://{address} (plugins: {}; database: {})", names.join(", "), location);
         if !disabled.is_empty() {
             eprintln!("plugd serve: not serving {} (see --enable-plugin)", disabled.join(", "));
         }
         eprintln!("plugd serve: debug panel at http://{address}/");
-        plugd_server::serve(listener, config, registry.clone(), store, capture, shutdown_signal())
+        plugd_server::serve(listener, config, registry.clone(), store, capture, shutdown)
             .await
             .context("the server stopped")?;
         eprintln!("plugd serve: stopped");
@@ -391,26 +392,33 @@ pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) ->
     })
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGINT or SIGTERM. The handlers are installed when this is called, not when the future is first
+/// polled: a deploy's SIGTERM that comes as soon as the server says it listens still stops it gracefully
+/// (it drains, gives back its claims and says it left) instead of killing it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                let _ = interrupt.await;
-                return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let signals = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+        async move {
+            match signals {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!("cannot listen for SIGINT and SIGTERM: {e}");
+                    std::future::pending::<()>().await;
+                }
             }
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
         }
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `plugd db copy` and `plugd db status`: a SQLite service moved to PostgreSQL with its pending
+//! `plugd db copy`, `plugd db status` and `plugd db migrate`: a SQLite service moved to PostgreSQL with its pending
 //! work, which then finishes there (`PLUGD_TEST_POSTGRES_URL`; skipped, saying so, when unset).
 
 use std::io::BufReader;
@@ -13,7 +13,7 @@ use plugd_store_sqlite::{SqliteOptions, SqliteStore};
 use plugd_store_tests::TestDatabase;
 use serde_json::{json, Value};
 
-use crate::util::{read_request, respond_json, serve_in_workspace, try_request, Plugd, Running};
+use crate::util::{listening_on, read_request, respond_json, serve_in_workspace, try_request, Plugd, Running};
 
 /// Finish callbacks land here; answers 500 while `failing`.
 struct Receiver {
@@ -221,4 +221,32 @@ fn db_commands_refuse_what_they_cannot_open() {
         out.stderr,
         "error: --from: unknown scheme \"mysql\": expected sqlite://PATH, postgres://... or postgresql://...\n"
     );
+}
+
+#[test]
+fn serve_no_migrate_refuses_an_old_schema_until_db_migrate_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("plugd.db").display());
+    let workspace = dir.path().join("ws").display().to_string();
+    let serve =
+        || Plugd::new(&["serve", "--listen", "127.0.0.1:0", "--db", &db, "--workspace", &workspace, "--no-migrate"]);
+    // A new database is older than any plugd: --no-migrate will not make it.
+    let out = serve().run().assert_code(1);
+    assert!(out.stderr.contains("the database schema is version 0, older than this plugd ("), "{}", out.stderr);
+    assert!(out.stderr.contains("run `plugd db migrate --db URL` first"), "{}", out.stderr);
+    let status = Plugd::new(&["db", "status", "--db", &db]).run().assert_code(1);
+    assert!(status.stderr.contains("older than this plugd"), "db status never migrates: {}", status.stderr);
+
+    let migrated = Plugd::new(&["db", "migrate", "--db", &db]).run().assert_code(0);
+    let known = migrated.stdout.rsplit("this plugd knows ").next().unwrap().trim_end_matches(")\n").to_owned();
+    assert_eq!(migrated.stdout, format!("sqlite {}: schema version {known} (this plugd knows {known})\n", &db[9..]));
+
+    // Now it starts, heartbeats, and leaves when stopped.
+    let mut server = Running::new(serve().spawn());
+    listening_on(&mut server, "plugd serve --no-migrate starts on a migrated database");
+    assert_eq!(server.terminate(), 0);
+    let status = Plugd::new(&["db", "status", "--db", &db]).run().assert_code(0).stdout;
+    assert!(status.contains("nodes:           0 live, 1 dead\n"), "{status}");
+    assert!(status.contains(" stopped ") && status.contains("serves approval@1.0.0, countdown@1.0.0"), "{status}");
+    assert!(status.contains("due invocations no live node serves: none\n"), "{status}");
 }
