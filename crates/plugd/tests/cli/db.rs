@@ -100,7 +100,8 @@ fn add_reported_invocation(path: &std::path::Path) -> String {
                 now,
                 poll_after: None,
                 deadline: None,
-                logs: "reported\n".into(),
+                // A NUL, which PostgreSQL's text refuses: the copy keeps it all the same.
+                logs: "reported \u{0}\n".into(),
                 reports: vec![json!({"name": "coverage", "html": "1-1/index.html"})],
                 report_files: vec![ReportFile { path: "1-1/index.html".into(), content: b"<h1>91%</h1>".to_vec() }],
                 created_by: None,
@@ -190,7 +191,7 @@ fn a_sqlite_service_moves_to_postgresql_with_its_pending_work() {
     let url = format!("{}/plugins/countdown/bk_plugin/reports/{reported}/1-1/index.html", new.base);
     assert_eq!(try_request("GET", &url, ""), Some((200, "<h1>91%</h1>".to_owned())));
     let url = format!("{}/plugins/countdown/bk_plugin/logs/{reported}", new.base);
-    assert!(try_request("GET", &url, "").unwrap().1.contains("reported"));
+    assert!(try_request("GET", &url, "").unwrap().1.contains(r#""log":"reported \u0000\n""#));
     drop(new);
 
     // And back: PostgreSQL to a new SQLite file.
@@ -249,4 +250,44 @@ fn serve_no_migrate_refuses_an_old_schema_until_db_migrate_ran() {
     assert!(status.contains("nodes:           0 live, 1 dead\n"), "{status}");
     assert!(status.contains(" stopped ") && status.contains("serves approval@1.0.0, countdown@1.0.0"), "{status}");
     assert!(status.contains("due invocations no live node serves: none\n"), "{status}");
+}
+
+#[test]
+fn a_copy_that_stops_names_the_table_and_row() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let Some(database) = rt.block_on(TestDatabase::create("a_copy_that_stops_names_the_table_and_row")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugd.db");
+    add_reported_invocation(&path);
+    // A trace id no server makes (a NUL in a key PostgreSQL cannot hold), written behind plugd's back.
+    rt.block_on(async {
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let mut invocation = Invocation::new("countdown", "1.0.0", json!({"from": 0}), json!({}));
+        (invocation.trace_id, invocation.state, invocation.invoke_count) =
+            ("bad\u{0}id".into(), plugd_sdk::State::Success, 1);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let new = NewInvocation {
+            invocation,
+            now,
+            poll_after: None,
+            deadline: None,
+            logs: String::new(),
+            reports: Vec::new(),
+            report_files: Vec::new(),
+            created_by: None,
+            callback_timeout: None,
+            duration: Duration::ZERO,
+        };
+        store.insert(new).await.unwrap();
+    });
+    let sqlite = format!("sqlite://{}", path.display());
+    let out = Plugd::new(&["db", "copy", "--from", &sqlite, "--to", database.url()]).run().assert_code(1);
+    assert!(
+        out.stderr.contains("error: the copy stopped: table invocations, row trace_id \"bad\\0id\": "),
+        "{}",
+        out.stderr
+    );
+    rt.block_on(database.drop_database());
 }

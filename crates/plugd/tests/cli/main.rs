@@ -18,7 +18,7 @@ mod describe;
 /// `plugd serve` as a process: restarts, `kill -9`, finish callbacks, bad configuration.
 mod serve;
 
-/// `plugd serve` on PostgreSQL: three nodes on one database, bad `--db` URLs.
+/// `plugd serve` on PostgreSQL: three nodes on one database, bad `--db` URLs, NUL bytes kept.
 mod postgres;
 
 /// A rolling deploy on PostgreSQL: nodes that serve different versions, stopped and killed midway.

@@ -323,3 +323,33 @@ fn postgresql_going_away_under_load_gives_503s_then_loses_nothing() {
     drop(node);
     rt.block_on(database.drop_database());
 }
+
+#[test]
+fn a_nul_in_a_callback_body_and_in_an_error_is_kept_on_postgresql() {
+    let rt = runtime();
+    let Some(database) = rt.block_on(TestDatabase::create("a_nul_in_a_callback_body_and_in_an_error")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(database.url(), dir.path());
+    let trace_id = node.invoke("approval", json!({"subject": "release \u{0} 1"}));
+    let url = node.schedule("approval", &trace_id).unwrap()["outputs"]["callback_url"].as_str().unwrap().to_owned();
+    let path = url.split_once("/bk_plugin/").unwrap().1;
+    let decision = json!({"approved": false, "reason": "no\u{0}way", "by": "a\u{0}b"}).to_string();
+    assert!(decision.contains("\\u0000"), "{decision}");
+    let (status, body) = try_request("POST", &format!("{}/bk_plugin/{path}", node.base), &decision).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let data = loop {
+        let data = node.schedule("approval", &trace_id).expect("the invocation is kept");
+        if data["state"] == 5 {
+            break data;
+        }
+        assert!(Instant::now() < deadline, "it did not end: {data}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(data["err"], "plugin schedule failed: not approved: no\u{0}way", "{data}");
+    assert_eq!(data["outputs"]["approved_by"], "a\u{0}b", "{data}");
+    drop(node);
+    rt.block_on(database.drop_database());
+}
