@@ -125,6 +125,22 @@ pub fn check(known: i64, database: i64, applied: &[AppliedMigration]) -> Result<
     }
 }
 
+/// Whether a store opening a database at `database` migrates it (`Ok(true)`: apply the migrations
+/// past `database` up to `known`), runs on it as it is (`Ok(false)`), or refuses it: [`check`], with
+/// `migrate` false (`serve --no-migrate`, `db status`) refusing an older schema.
+pub fn must_migrate(
+    known: i64,
+    database: i64,
+    applied: &[AppliedMigration],
+    migrate: bool,
+) -> Result<bool, SchemaError> {
+    match check(known, database, applied)? {
+        SchemaCheck::Current | SchemaCheck::NewerCompatible { .. } => Ok(false),
+        SchemaCheck::Behind { .. } if migrate => Ok(true),
+        SchemaCheck::Behind { .. } => Err(SchemaError::NotMigrated { database, known }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +160,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(check(8, 9, &[applied(9, true)]), Ok(SchemaCheck::NewerCompatible { database: 9 }));
+    }
+
+    #[test]
+    fn an_older_schema_is_migrated_only_when_migrating_is_on() {
+        assert_eq!(must_migrate(7, 5, &[], true), Ok(true));
+        assert_eq!(must_migrate(7, 5, &[], false), Err(SchemaError::NotMigrated { database: 5, known: 7 }));
+        assert_eq!(must_migrate(7, 7, &[], false), Ok(false));
+        assert_eq!(must_migrate(7, 8, &[applied(8, true)], true), Ok(false), "a newer schema is never altered");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! schema is run on only when every migration past this build keeps it running, and never altered.
 
 use deadpool_postgres::Object;
-use plugd_core::schema::{self, AppliedMigration, Migration, SchemaCheck};
+use plugd_core::schema::{self, AppliedMigration, Migration};
 
 /// The advisory lock key of migrations ("plugd" in ASCII).
 const LOCK: i64 = 0x0070_6c75_6764;
@@ -151,12 +151,9 @@ pub(crate) async fn migrate(
         .iter()
         .map(|r| AppliedMigration { version: r.get(0), name: r.get(1), keeps_previous: r.get(2), release: r.get(3) })
         .collect();
-    match schema::check(known, current, &applied) {
-        Ok(SchemaCheck::Current | SchemaCheck::NewerCompatible { .. }) => return tx.commit().await.map(Ok),
-        Ok(SchemaCheck::Behind { .. }) if !apply => {
-            return Ok(Err(schema::SchemaError::NotMigrated { database: current, known }.to_string()))
-        }
-        Ok(SchemaCheck::Behind { .. }) => {}
+    match schema::must_migrate(known, current, &applied, apply) {
+        Ok(true) => {}
+        Ok(false) => return tx.commit().await.map(Ok),
         Err(e) => return Ok(Err(e.to_string())),
     }
     for (index, migration) in all.iter().enumerate().skip(current as usize) {

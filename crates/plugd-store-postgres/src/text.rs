@@ -9,11 +9,7 @@ use std::borrow::Cow;
 /// The escape: a noncharacter, which text exchanged between programs does not contain.
 const ESCAPE: char = '\u{FFFF}';
 
-/// `text` as stored.
-///
-/// ```ignore
-/// assert_eq!(encode("a\u{0}b"), "a\u{FFFF}0b");
-/// ```
+/// `text` as stored: `"a\0b"` becomes `"a\u{FFFF}0b"` (the unit test below checks every case).
 pub(crate) fn encode(text: &str) -> Cow<'_, str> {
     if !text.contains(['\0', ESCAPE]) {
         return Cow::Borrowed(text);

@@ -1,6 +1,6 @@
 //! Versioned schema migrations, tracked with `PRAGMA user_version`.
 
-use plugd_core::schema::{self, AppliedMigration, Migration, SchemaCheck};
+use plugd_core::schema::{self, AppliedMigration, Migration};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Each entry upgrades the schema by one version; never edit one that shipped, append a new one.
@@ -175,12 +175,9 @@ pub(crate) fn migrate(conn: &mut Connection, apply: bool, extra: &[Migration]) -
     let all: Vec<&Migration> = MIGRATIONS.iter().chain(extra).collect();
     let known = all.len() as i64;
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    match schema::check(known, current, &applied(conn)?) {
-        Ok(SchemaCheck::Current | SchemaCheck::NewerCompatible { .. }) => return Ok(Ok(())),
-        Ok(SchemaCheck::Behind { .. }) if !apply => {
-            return Ok(Err(schema::SchemaError::NotMigrated { database: current, known }.to_string()))
-        }
-        Ok(SchemaCheck::Behind { .. }) => {}
+    match schema::must_migrate(known, current, &applied(conn)?, apply) {
+        Ok(true) => {}
+        Ok(false) => return Ok(Ok(())),
         Err(e) => return Ok(Err(e.to_string())),
     }
     if current == 0 {

@@ -38,6 +38,27 @@ impl TestDatabase {
         &self.url
     }
 
+    /// How many invocations have executes recorded wrongly: not exactly one per invoke count
+    /// 1..=n (an execute recorded twice, or a completion applied twice).
+    pub async fn invocations_with_executes_recorded_wrongly(&self) -> i64 {
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await.expect("the test database answers");
+        let driver = tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT COUNT(*) FROM (
+                     SELECT e.trace_id FROM executes e JOIN invocations i USING (trace_id)
+                     GROUP BY e.trace_id, i.invoke_count
+                     HAVING COUNT(*) <> i.invoke_count OR COUNT(DISTINCT e.invoke_count) <> i.invoke_count
+                 ) AS wrong",
+                &[],
+            )
+            .await
+            .expect("the executes can be counted");
+        drop(client);
+        let _ = driver.await;
+        row.get(0)
+    }
+
     /// Drops the database, closing whatever connections remain to it.
     pub async fn drop_database(self) {
         let Ok((client, connection)) = tokio_postgres::connect(&self.admin_url, NoTls).await else { return };

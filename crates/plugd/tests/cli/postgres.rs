@@ -161,23 +161,7 @@ fn three_nodes_share_one_database_and_survive_a_kill_9() {
     watcher.join().unwrap();
 
     // No completion was applied twice: each invocation's executes are 1, 2, ... n, once each.
-    let url = database.url().to_owned();
-    let duplicates: i64 = rt.block_on(async move {
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(connection);
-        let row = client
-            .query_one(
-                "SELECT COUNT(*) FROM (
-                     SELECT e.trace_id FROM executes e JOIN invocations i USING (trace_id)
-                     GROUP BY e.trace_id, i.invoke_count
-                     HAVING COUNT(*) <> i.invoke_count OR COUNT(DISTINCT e.invoke_count) <> i.invoke_count
-                 ) AS wrong",
-                &[],
-            )
-            .await
-            .unwrap();
-        row.get(0)
-    });
+    let duplicates = rt.block_on(database.invocations_with_executes_recorded_wrongly());
     assert_eq!(duplicates, 0, "an execute was recorded twice");
     drop(nodes);
     rt.block_on(database.drop_database());
