@@ -50,6 +50,12 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Req
     next.run(request).await
 }
 
+/// Whether the request is from a caller the server knows: any caller on an open server, else one
+/// whose credentials verify (for open routes that show more to such callers).
+pub(crate) fn is_known_caller(state: &AppState, headers: &HeaderMap) -> bool {
+    state.config.is_open() || matches!(identify(&state.config.auth, headers), Ok(Some(_)))
+}
+
 /// The caller named by the request's credentials; `Ok(None)` when it presents none.
 fn identify(auth: &AuthConfig, headers: &HeaderMap) -> Result<Option<Caller>, String> {
     // Without a gateway key the header cannot be verified: it proves nothing, and a bearer token

@@ -7,7 +7,9 @@
 //! - every state-changing request must say `Content-Type: application/json`, which a browser only
 //!   sends cross-site after a CORS preflight, and plugd grants none;
 //! - an open server (no credentials) answers only requests whose `Host` is a loopback name or
-//!   address (or the host of its configured public URL) and whose `Origin`, when present, is its own.
+//!   address (or the host of its configured public URL) and whose `Origin`, when present, is its own;
+//!   and none that the browser marks as coming from another site (`Sec-Fetch-Site: cross-site` or
+//!   `same-site`), GET included: an `<img>` on another site sends no `Origin`, but says that.
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -55,7 +57,8 @@ pub fn not_json(request: &Request) -> Option<String> {
 
 /// Why a request to a server without credentials must be refused with 403: its `Host` is not a
 /// loopback name or address nor one of `hosts` (DNS rebinding), or its `Origin` is present and
-/// neither the request's own nor one of `origins` (a cross-site request).
+/// neither the request's own nor one of `origins` (a cross-site request), or, without an `Origin`,
+/// the browser says another site's page sent it (`Sec-Fetch-Site: cross-site` or `same-site`).
 pub fn foreign_request(request: &Request, hosts: &[String], origins: &[String]) -> Option<String> {
     let host = request
         .headers()
@@ -70,16 +73,27 @@ pub fn foreign_request(request: &Request, hosts: &[String], origins: &[String]) 
             ));
         }
     }
-    let origin = String::from_utf8_lossy(request.headers().get(header::ORIGIN)?.as_bytes()).into_owned();
-    let own = host.is_some_and(|host| {
-        ["http://", "https://"].iter().any(|scheme| origin.eq_ignore_ascii_case(&format!("{scheme}{host}")))
-    }) || origins.iter().any(|o| o.eq_ignore_ascii_case(&origin));
-    (!own).then(|| {
-        format!(
+    let origin = request.headers().get(header::ORIGIN).map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned());
+    let own = origin.as_deref().map(|origin| {
+        host.is_some_and(|host| {
+            ["http://", "https://"].iter().any(|scheme| origin.eq_ignore_ascii_case(&format!("{scheme}{host}")))
+        }) || origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    });
+    let site = request.headers().get("sec-fetch-site").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    match (origin, own) {
+        (Some(origin), Some(false)) => Some(format!(
             "Origin {origin:?} is not this server's: an open server (no credentials configured) refuses \
              cross-site requests"
-        )
-    })
+        )),
+        // A page of another site (or of a sibling subdomain) sent it, with no Origin of this server's.
+        (_, None) if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") => {
+            Some(format!(
+                "Sec-Fetch-Site {site:?}: an open server (no credentials configured) refuses requests that \
+                 pages of other sites send, GET included"
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// `localhost`, a name under `.localhost`, or a loopback address, with an optional port.

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -56,6 +56,8 @@ fn asset_response(name: &str) -> Response {
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(media)),
             (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PANEL_CSP)),
+            // For browsers that do not read `frame-ancestors` (clickjacking).
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
             (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
             (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
             (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
@@ -79,16 +81,25 @@ pub(crate) async fn asset(file: Result<Path<String>, PathRejection>) -> Response
 }
 
 /// Where a plugin comes from: built into the binary, or the folder it was loaded from.
-fn source(origin: &str) -> String {
-    if FsPath::new(origin).is_absolute() {
-        origin.to_owned()
-    } else {
-        "built-in".to_owned()
+/// Where a plugin comes from: `built-in`, or the file or folder it was loaded from; the absolute path
+/// only to a caller the server knows (the host's layout is none of an anonymous caller's business),
+/// else its last two parts (`greeter/plugin.yaml`).
+fn source(origin: &str, known_caller: bool) -> String {
+    let path = FsPath::new(origin);
+    match (path.is_absolute(), known_caller) {
+        (false, _) => "built-in".to_owned(),
+        (true, true) => origin.to_owned(),
+        (true, false) => {
+            let mut tail: Vec<_> = path.iter().rev().take(2).map(|part| part.to_string_lossy()).collect();
+            tail.reverse();
+            tail.join("/")
+        }
     }
 }
 
 /// `GET /ui/api/plugins`: every plugin with its versions, and whether the server wants credentials.
-pub(crate) async fn plugins(State(state): State<AppState>) -> Response {
+pub(crate) async fn plugins(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let known_caller = crate::auth::is_known_caller(&state, &headers);
     let plugins: Vec<Value> = state
         .registry
         .names()
@@ -104,7 +115,7 @@ pub(crate) async fn plugins(State(state): State<AppState>) -> Response {
                         "description": plugin.info.description,
                         "has_form": plugin.info.form.is_some(),
                         "enable_plugin_callback": plugin.info.enable_plugin_callback,
-                        "source": source(&plugin.info.origin),
+                        "source": source(&plugin.info.origin, known_caller),
                     })
                 })
                 .collect();

@@ -21,6 +21,8 @@ async fn pages_are_served_under_a_policy_without_inline_script() {
         assert!(headers["content-type"].to_str().unwrap().starts_with(media), "{path}");
         let csp = headers["content-security-policy"].to_str().unwrap();
         assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}: for browsers without frame-ancestors");
     }
     let (status, body) = server.get("/ui/nope.js").await;
     assert_eq!((status, body["result"].clone()), (404, json!(false)));

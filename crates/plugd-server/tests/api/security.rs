@@ -98,6 +98,31 @@ async fn an_open_server_answers_only_its_own_hosts_and_origins() {
         let request = format!("{invoke}\r\nHost: 127.0.0.1:{port}\r\nOrigin: {origin}");
         assert_eq!(raw(&server, &request, BODY).await.0, 200, "{origin}");
     }
+    // A page of another site (or a sibling subdomain) that sends no Origin, as an <img> does: refused on
+    // every route, GET included; the browser's own navigations and the server's own pages pass.
+    let dispatch = "POST /bk_plugin/plugin_api_dispatch HTTP/1.1\r\nContent-Type: application/json";
+    let dispatched = r#"{"url": "greetings", "method": "GET"}"#;
+    for site in ["cross-site", "same-site", "Cross-Site"] {
+        for (head, body) in [
+            ("GET /bk_plugin/meta HTTP/1.1", ""),
+            ("GET /plugins/hello/bk_plugin/plugin_api/greetings HTTP/1.1", ""),
+            ("GET /ui/api/plugins HTTP/1.1", ""),
+            (dispatch, dispatched),
+        ] {
+            let request = format!("{head}\r\nHost: 127.0.0.1:{port}\r\nSec-Fetch-Site: {site}");
+            let (status, reply) = raw(&server, &request, body).await;
+            assert_eq!(status, 403, "{site} {head}");
+            assert!(reply["message"].as_str().unwrap().starts_with(&format!("Sec-Fetch-Site \"{site}\"")), "{reply}");
+        }
+    }
+    for (site, origin) in
+        [("same-origin", None), ("none", None), ("same-site", Some(format!("http://127.0.0.1:{port}")))]
+    {
+        let origin = origin.map(|o| format!("\r\nOrigin: {o}")).unwrap_or_default();
+        let request =
+            format!("GET /bk_plugin/meta HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nSec-Fetch-Site: {site}{origin}");
+        assert_eq!(raw(&server, &request, "").await.0, 200, "{site} {origin}");
+    }
     // Credentials a proxy or gateway forwards mean nothing to an open server: ignored, not refused.
     let (status, _) = server.post_with("/bk_plugin/invoke/2.0.0", BODY, &[("authorization", "Bearer gateway")]).await;
     assert_eq!(status, 200);

@@ -33,15 +33,6 @@ struct ServeCommand {
     serve: serve::ServeArgs,
 }
 
-/// A folder removed when dropped.
-struct TempFolder(PathBuf);
-
-impl Drop for TempFolder {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 pub(crate) fn dev(plugins: RegistryBuilder, args: DevArgs, verbose: bool) -> CliResult {
     if !args.listen.ip().is_loopback() {
         return Err(CliError::Usage(format!(
@@ -54,11 +45,15 @@ pub(crate) fn dev(plugins: RegistryBuilder, args: DevArgs, verbose: bool) -> Cli
     let db = match &args.db {
         Some(db) => db.clone(),
         None => {
-            let dir = std::env::temp_dir().join(format!("plugd-dev-{}", std::process::id()));
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| CliError::Usage(format!("cannot create {}: {e}", dir.display())))?;
-            let url = format!("sqlite://{}", dir.join("plugd.db").display());
-            temp = Some(TempFolder(dir));
+            // A new folder of a random name, created (never an existing one taken over: another user
+            // could have planted one, with links to where the database and workspace would go) and
+            // private (0700); removed on exit.
+            let private = std::os::unix::fs::PermissionsExt::from_mode(0o700);
+            let dir = tempfile::Builder::new().prefix("plugd-dev-").permissions(private).tempdir().map_err(|e| {
+                CliError::Failed(anyhow::anyhow!("cannot create a folder in {}: {e}", std::env::temp_dir().display()))
+            })?;
+            let url = format!("sqlite://{}", dir.path().join("plugd.db").display());
+            temp = Some(dir);
             url
         }
     };

@@ -151,7 +151,8 @@ fn parse_tokens(text: &str, source: &str) -> CliResult<Vec<(String, String)>> {
         .map(str::trim)
         .filter(|entry| !entry.is_empty() && !entry.starts_with('#'))
         .enumerate()
-        .map(|(i, entry)| match entry.split_once(':') {
+        .map(|(i, entry)| match entry.split_once(':').map(|(app, token)| (app.trim(), token.trim())) {
+            // Trimmed as presented tokens are, so `app: token` works as it reads.
             Some((app, token)) if !app.is_empty() && !token.is_empty() => Ok((app.to_owned(), token.to_owned())),
             // Never echo the entry: it may be a token.
             _ => Err(CliError::Usage(format!("{source}: entry {} is not APP:TOKEN", i + 1))),
@@ -199,6 +200,14 @@ fn config(args: &ServeArgs) -> CliResult<ServerConfig> {
     }
     if let Some(path) = &args.auth_tokens_file {
         tokens.extend(parse_tokens(&read(path, "--auth-tokens-file")?, &path.display().to_string())?);
+    }
+    // One token for two apps would make a caller of one the other: whichever is listed first wins.
+    for (i, (app, token)) in tokens.iter().enumerate() {
+        if let Some((other, _)) = tokens[..i].iter().find(|(other, t)| t == token && other != app) {
+            return Err(CliError::Usage(format!(
+                "the same token is configured for apps {other:?} and {app:?}: give each app a token of its own"
+            )));
+        }
     }
     let mut auth = AuthConfig { tokens, jwt_key: None };
     if let Some(path) = &args.apigw_public_key {
@@ -433,6 +442,8 @@ mod tests {
         );
         let error = parse_tokens("bk_sops:abc,supersecret", "PLUGD_AUTH_TOKENS").unwrap_err().to_string();
         assert_eq!(error, "PLUGD_AUTH_TOKENS: entry 2 is not APP:TOKEN");
+        assert_eq!(parse_tokens("ci : def ", "x").unwrap(), [("ci".to_owned(), "def".to_owned())], "trimmed");
+        assert!(parse_tokens("ci: ", "x").is_err(), "a blank token is no token");
     }
 
     #[test]

@@ -17,8 +17,12 @@ fn dev_serves_a_folder_and_the_built_ins_and_prints_the_panel() {
     let mut child = Running::new(Plugd::new(&["dev", "--listen", "127.0.0.1:0", plugin.to_str().unwrap()]).spawn());
     let pid = child.id();
     let lines = stderr_lines(child.child());
+    let mut database = None;
     let panel = loop {
         let line = lines.recv_timeout(Duration::from_secs(30)).expect("plugd dev prints the panel's URL");
+        if let Some(location) = line.split("database: ").nth(1) {
+            database = Some(std::path::PathBuf::from(location.trim_end_matches(')')));
+        }
         if let Some(url) = line.split("debug panel at ").nth(1) {
             break url.trim().to_owned();
         }
@@ -32,8 +36,15 @@ fn dev_serves_a_folder_and_the_built_ins_and_prints_the_panel() {
     let names: Vec<&str> =
         plugins["data"]["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"greet-dev") && names.contains(&"hello"), "{names:?}");
-    let temp = std::env::temp_dir().join(format!("plugd-dev-{pid}"));
-    assert!(temp.join("plugd.db").exists(), "the database is in a temporary folder");
+    // A new folder of a random name (not one named after the pid, which another user could plant),
+    // private to plugd's user.
+    let database = database.expect("the listening line names the database");
+    let temp = database.parent().unwrap().to_owned();
+    assert!(database.exists() && temp.starts_with(std::env::temp_dir()), "{database:?}");
+    let name = temp.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("plugd-dev-") && name != format!("plugd-dev-{pid}"), "{name}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&temp).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
     let killed = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     assert!(killed.success());
     let status = child.release().wait().unwrap();

@@ -153,3 +153,23 @@ fn a_workspace_holding_plugd_s_own_files_is_refused() {
     assert!(out.stderr.contains("secret: plugins could report it"), "{}", out.stderr);
     assert!(!dir.path().join("plugd.db").exists(), "nothing was created before the refusal");
 }
+
+#[test]
+fn the_panels_plugin_list_shows_folder_paths_only_to_known_callers() {
+    let (dir, db) = database();
+    let folder = dir.path().join("plugins").join("greeter");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("plugin.yaml"), "id: greeter\nversion: 1.0.0\nentry:\n  start: [\"true\"]\n").unwrap();
+    let folder = folder.canonicalize().unwrap().display().to_string();
+    let server = Server::start_env(&db, &["--plugins", &folder], &[("PLUGD_AUTH_TOKENS", "ci:tok-panel-9")]);
+    let source = |headers: &str| {
+        let (status, body) = try_request_with("GET", &format!("{}/ui/api/plugins", server.base), "", headers).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        let greeter = body["data"]["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "greeter").cloned();
+        greeter.unwrap()["versions"][0]["source"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(source(""), "greeter/plugin.yaml", "an anonymous caller sees no more than the folder's name");
+    let known = source("Authorization: Bearer tok-panel-9\r\n");
+    assert_eq!(known, format!("{folder}/plugin.yaml"), "a caller with a token sees where it is");
+}

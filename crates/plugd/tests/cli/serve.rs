@@ -332,6 +332,17 @@ fn bad_serve_configuration_is_a_usage_error() {
         .run()
         .assert_code(2);
     assert_eq!(out.stderr, "error: PLUGD_AUTH_TOKENS: entry 2 is not APP:TOKEN\n");
+    // One token for two apps: a caller of one would be taken for the other. The token is never echoed.
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "bk_sops: s3cret-shared\n").unwrap();
+    let out = Plugd::new(&["serve", "--db", &db_url, "--auth-tokens-file", tokens.to_str().unwrap()])
+        .env("PLUGD_AUTH_TOKENS", "ci:s3cret-shared ")
+        .run()
+        .assert_code(2);
+    assert_eq!(
+        out.stderr,
+        "error: the same token is configured for apps \"ci\" and \"bk_sops\": give each app a token of its own\n"
+    );
     let out = Plugd::new(&["serve", "--db", "/nonexistent/dir/plugd.db"]).run().assert_code(1);
     assert!(out.stderr.contains("cannot open the database /nonexistent/dir/plugd.db"), "{}", out.stderr);
 }
