@@ -252,6 +252,46 @@ pub struct ExecuteRecord {
     pub err: Option<String>,
 }
 
+/// Who reads invocations, and so which ones: the one rule of visibility, which both stores (history)
+/// and the server (every route of one invocation, the panel) apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Viewer {
+    /// A server without credentials, or a caller with an admin token: every invocation.
+    #[default]
+    Everyone,
+    /// A caller with credentials: the invocations its app created, and no other. One that names no
+    /// app (a gateway JWT without an `app` claim) sees none; so an invocation that no app created
+    /// (such a caller's, or one from before credentials were configured) is an admin's alone.
+    App(Option<String>),
+}
+
+impl Viewer {
+    /// Whether this viewer may see an invocation created by `created_by`.
+    ///
+    /// ```
+    /// use plugd_core::store::Viewer;
+    /// let ci = Viewer::App(Some("ci".into()));
+    /// assert!(ci.may_see(Some("ci")) && !ci.may_see(Some("bk_sops")) && !ci.may_see(None));
+    /// assert!(Viewer::Everyone.may_see(None) && !Viewer::App(None).may_see(None));
+    /// ```
+    pub fn may_see(&self, created_by: Option<&str>) -> bool {
+        match self {
+            Viewer::Everyone => true,
+            Viewer::App(app) => app.is_some() && app.as_deref() == created_by,
+        }
+    }
+
+    /// How a store filters by it: `None` when this viewer sees nothing at all, `Some(None)` for every
+    /// invocation, `Some(Some(app))` for those `app` created.
+    pub fn created_by_filter(&self) -> Option<Option<&str>> {
+        match self {
+            Viewer::Everyone => Some(None),
+            Viewer::App(None) => None,
+            Viewer::App(Some(app)) => Some(Some(app)),
+        }
+    }
+}
+
 /// Which invocations [`Store::history`] lists: all filters must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HistoryQuery {
@@ -261,8 +301,8 @@ pub struct HistoryQuery {
     pub version: Option<String>,
     /// Only those in this state.
     pub state: Option<plugd_sdk::State>,
-    /// Only those this app created (or that no app created), on a server with credentials.
-    pub created_by: Option<String>,
+    /// Who asks: only the invocations this viewer may see.
+    pub viewer: Viewer,
     /// How many to skip, newest first.
     pub offset: u64,
     /// How many to return at most.

@@ -28,7 +28,8 @@ const MAX_LINE: u64 = 64 * 1024;
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// plugd's secrets: never in a plugin's environment, whoever runs it.
-pub(crate) const WITHHELD_ENV: [&str; 3] = ["PLUGD_AUTH_TOKENS", "PLUGD_CALLBACK_SECRET", "PLUGD_CALLBACK_SECRET_FILE"];
+pub(crate) const WITHHELD_ENV: [&str; 4] =
+    ["PLUGD_AUTH_TOKENS", "PLUGD_ADMIN_TOKENS", "PLUGD_CALLBACK_SECRET", "PLUGD_CALLBACK_SECRET_FILE"];
 
 /// Environment variables passed through from plugd's own environment under `plugd serve`;
 /// everything else is cleared (see [`crate::ProcessOptions::inherit_env`]).

@@ -13,6 +13,8 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use plugd_core::store::Viewer;
+
 use crate::api::fail;
 use crate::config::AuthConfig;
 use crate::state::AppState;
@@ -24,6 +26,17 @@ pub(crate) struct Caller {
     pub(crate) app_code: Option<String>,
     /// The calling user, when the gateway says.
     pub(crate) username: Option<String>,
+    /// Whether it presented an admin token (`AuthConfig::admin_tokens`).
+    pub(crate) admin: bool,
+}
+
+/// Which invocations a caller may see: every one on a server without credentials or with an admin
+/// token, else only its app's (`Viewer`'s rule). `None`: a route that authenticates no one.
+pub(crate) fn viewer(config: &crate::config::ServerConfig, caller: Option<&Caller>) -> Viewer {
+    match caller {
+        Some(caller) if config.auth.is_configured() && !caller.admin => Viewer::App(caller.app_code.clone()),
+        _ => Viewer::Everyone,
+    }
 }
 
 /// Middleware of the protected endpoints.
@@ -72,19 +85,20 @@ fn identify(auth: &AuthConfig, headers: &HeaderMap) -> Result<Option<Caller>, St
         let app_code = app["bk_app_code"].as_str().or_else(|| app["app_code"].as_str()).map(str::to_owned);
         let user = &claims["user"];
         let username = user["bk_username"].as_str().or_else(|| user["username"].as_str()).map(str::to_owned);
-        return Ok(Some(Caller { app_code, username }));
+        return Ok(Some(Caller { app_code, username, admin: false }));
     }
     if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
         let presented = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).unwrap_or("");
         // Compare against every token so the time taken does not tell which one nearly matched.
         let mut found = None;
-        for (app, token) in &auth.tokens {
+        let tokens = auth.tokens.iter().map(|t| (t, false)).chain(auth.admin_tokens.iter().map(|t| (t, true)));
+        for ((app, token), admin) in tokens {
             if bool::from(token.as_bytes().ct_eq(presented.as_bytes())) {
-                found = Some(app.clone());
+                found = Some((app.clone(), admin));
             }
         }
         return match found {
-            Some(app) => Ok(Some(Caller { app_code: Some(app), username: None })),
+            Some((app, admin)) => Ok(Some(Caller { app_code: Some(app), username: None, admin })),
             None => Err("invalid bearer token".to_owned()),
         };
     }

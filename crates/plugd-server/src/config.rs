@@ -156,14 +156,21 @@ impl ServerConfig {
 pub struct AuthConfig {
     /// `(app_code, token)` pairs accepted as `Authorization: Bearer <token>`.
     pub tokens: Vec<(String, String)>,
+    /// `(name, token)` pairs accepted the same way, whose callers see and cancel every invocation
+    /// (those no app created included: see `plugd_core::store::Viewer`).
+    pub admin_tokens: Vec<(String, String)>,
     /// The key that verifies `X-Bkapi-JWT` (RS256/RS512), as the BlueKing API gateway signs it.
     pub jwt_key: Option<DecodingKey>,
 }
 
 impl std::fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let apps: Vec<&str> = self.tokens.iter().map(|(app, _)| app.as_str()).collect();
-        f.debug_struct("AuthConfig").field("token_apps", &apps).field("jwt", &self.jwt_key.is_some()).finish()
+        let names = |tokens: &[(String, String)]| tokens.iter().map(|(app, _)| app.clone()).collect::<Vec<_>>();
+        f.debug_struct("AuthConfig")
+            .field("token_apps", &names(&self.tokens))
+            .field("admins", &names(&self.admin_tokens))
+            .field("jwt", &self.jwt_key.is_some())
+            .finish()
     }
 }
 
@@ -176,6 +183,6 @@ impl AuthConfig {
 
     /// Whether any credential is configured.
     pub fn is_configured(&self) -> bool {
-        !self.tokens.is_empty() || self.jwt_key.is_some()
+        !self.tokens.is_empty() || !self.admin_tokens.is_empty() || self.jwt_key.is_some()
     }
 }

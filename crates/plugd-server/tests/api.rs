@@ -377,9 +377,10 @@ fn jwt(app_code: &str) -> String {
 #[tokio::test]
 async fn auth_with_bearer_tokens_and_gateway_jwts_and_allow_scope() {
     let server = TestServer::start(|c| {
-        c.auth = plugd_server::AuthConfig { tokens: vec![("bk_sops".into(), "s3cret-token".into())], jwt_key: None }
-            .with_gateway_public_key(include_bytes!("fixtures/apigw-test-public.pem"))
-            .unwrap();
+        c.auth =
+            plugd_server::AuthConfig { tokens: vec![("bk_sops".into(), "s3cret-token".into())], ..Default::default() }
+                .with_gateway_public_key(include_bytes!("fixtures/apigw-test-public.pem"))
+                .unwrap();
         c.allow_scope.insert("hello".into(), json!({"bk_sops": {"type": "project", "value": ["1", "2"]}}));
     })
     .await;

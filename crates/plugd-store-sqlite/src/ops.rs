@@ -347,11 +347,12 @@ pub(crate) fn executes(conn: &Connection, trace_id: &str) -> Res<Option<Vec<Exec
 pub(crate) fn history(conn: &Connection, q: &HistoryQuery) -> Res<HistoryPage> {
     // Each filter is `?n IS NULL OR column = ?n`: one cached statement serves every combination.
     let filter = "(?1 IS NULL OR plugin = ?1) AND (?2 IS NULL OR version = ?2) AND (?3 IS NULL OR state = ?3)
-                  AND (?4 IS NULL OR created_by IS NULL OR created_by = ?4)";
+                  AND (?4 IS NULL OR created_by = ?4)";
+    let Some(created_by) = q.viewer.created_by_filter() else { return Ok(HistoryPage::default()) };
     let state = q.state.map(State::code);
     let total: i64 = conn
         .prepare_cached(&format!("SELECT COUNT(*) FROM invocations WHERE {filter}"))
-        .and_then(|mut s| s.query_row(params![q.plugin, q.version, state, q.created_by], |r| r.get(0)))
+        .and_then(|mut s| s.query_row(params![q.plugin, q.version, state, created_by], |r| r.get(0)))
         .map_err(sql_error)?;
     type Row = (String, String, String, u8, u32, Option<String>, Millis, Option<Millis>);
     let rows: Vec<Row> = conn
@@ -362,7 +363,7 @@ pub(crate) fn history(conn: &Connection, q: &HistoryQuery) -> Res<HistoryPage> {
         .and_then(|mut s| {
             let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
             let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
-            s.query_map(params![q.plugin, q.version, state, q.created_by, limit, offset], |r| {
+            s.query_map(params![q.plugin, q.version, state, created_by, limit, offset], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
             })?
             .collect()

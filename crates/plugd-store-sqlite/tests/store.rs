@@ -283,8 +283,8 @@ async fn history_filters_and_pages_newest_first() {
     let other_plugin =
         store.history(HistoryQuery { plugin: Some("hello".into()), limit: 50, ..Default::default() }).await.unwrap();
     assert_eq!(other_plugin.total, 0);
-    let other_app =
-        store.history(HistoryQuery { created_by: Some("ci".into()), limit: 50, ..Default::default() }).await.unwrap();
+    let viewer = plugd_core::store::Viewer::App(Some("ci".into()));
+    let other_app = store.history(HistoryQuery { viewer, limit: 50, ..Default::default() }).await.unwrap();
     assert_eq!(other_app.total, 0, "every invocation was created by bk_sops");
 }
 

@@ -209,12 +209,7 @@ impl Scoped {
     }
 
     fn may_see(&self, state: &AppState, stored: &StoredInvocation) -> bool {
-        match &self.caller {
-            Some(caller) if state.config.auth.is_configured() => {
-                stored.created_by.is_none() || stored.created_by == caller.app_code
-            }
-            _ => true,
-        }
+        crate::auth::viewer(&state.config, self.caller.as_ref()).may_see(stored.created_by.as_deref())
     }
 }
 

@@ -171,19 +171,8 @@ pub(crate) async fn form(
     }
 }
 
-/// The app whose invocations a caller may see: all of them on a server without credentials.
-fn viewer(state: &AppState, caller: Option<&Caller>) -> Option<Option<String>> {
-    if !state.config.auth.is_configured() {
-        return None;
-    }
-    Some(caller.and_then(|c| c.app_code.clone()))
-}
-
 fn may_see(state: &AppState, caller: Option<&Caller>, stored: &StoredInvocation) -> bool {
-    match viewer(state, caller) {
-        None => true,
-        Some(app) => stored.created_by.is_none() || stored.created_by == app,
-    }
+    crate::auth::viewer(&state.config, caller).may_see(stored.created_by.as_deref())
 }
 
 fn bad_query(message: &str) -> Response {
@@ -228,13 +217,11 @@ pub(crate) async fn history(
         },
     };
     let text = |name: &str| query.get(name).filter(|s| !s.is_empty()).cloned();
-    // A caller without an app (none is known) sees the invocations no app created.
-    let created_by = viewer(&state, caller.as_ref()).map(Option::unwrap_or_default);
     let store_query = HistoryQuery {
         plugin: text("plugin"),
         version: text("version"),
         state: wanted_state,
-        created_by,
+        viewer: crate::auth::viewer(&state.config, caller.as_ref()),
         offset: (page - 1) * per_page,
         limit: per_page,
     };

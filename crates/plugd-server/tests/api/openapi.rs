@@ -172,7 +172,7 @@ async fn every_answer_matches_the_document() {
 
 #[tokio::test]
 async fn a_server_with_credentials_documents_them() {
-    let tokens = AuthConfig { tokens: vec![("ci".into(), "s3cret-token".into())], jwt_key: None };
+    let tokens = AuthConfig { tokens: vec![("ci".into(), "s3cret-token".into())], ..Default::default() };
     let server = TestServer::start(|c| c.auth = tokens).await;
     let (_, document) = server.get("/openapi.json").await;
     let invoke = &document["paths"]["/bk_plugin/invoke/{version}"]["post"];

@@ -101,7 +101,7 @@ async fn history_and_timeline_come_from_the_store() {
 async fn with_credentials_each_app_sees_its_own_history() {
     let tokens = AuthConfig {
         tokens: vec![("ci".into(), "ci-token-123".into()), ("ops".into(), "ops-token-456".into())],
-        jwt_key: None,
+        ..AuthConfig::default()
     };
     let server = TestServer::start(|c| c.auth = tokens).await;
     let (_, document) = server.get("/openapi.json").await;
@@ -269,7 +269,7 @@ async fn an_invocation_streams_its_changes_until_final() {
 async fn event_streams_take_the_same_credentials() {
     let tokens = AuthConfig {
         tokens: vec![("ci".into(), "ci-token-123".into()), ("ops".into(), "ops-token-456".into())],
-        jwt_key: None,
+        ..AuthConfig::default()
     };
     let server = TestServer::start(|c| c.auth = tokens).await;
     let ci = [("authorization", "Bearer ci-token-123")];

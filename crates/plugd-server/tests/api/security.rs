@@ -27,7 +27,7 @@ async fn raw(server: &TestServer, head: &str, body: &str) -> (u16, Value) {
 }
 
 fn tokens(pairs: &[(&str, &str)]) -> AuthConfig {
-    AuthConfig { tokens: pairs.iter().map(|(a, t)| (a.to_string(), t.to_string())).collect(), jwt_key: None }
+    AuthConfig { tokens: pairs.iter().map(|(a, t)| (a.to_string(), t.to_string())).collect(), ..Default::default() }
 }
 
 #[tokio::test]
@@ -262,5 +262,54 @@ async fn slow_and_silent_clients_are_cut_off() {
     let health = tokio::time::timeout(Duration::from_secs(15), server.get("/healthz")).await;
     assert_eq!(health.expect("/healthz answers while slow clients wait"), (200, json!({"status": "ok"})));
     drop(attackers);
+    server.stop().await;
+}
+
+/// A gateway JWT that names a user but no app.
+fn jwt_without_app() -> String {
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!("../fixtures/apigw-test-private.pem")).unwrap();
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let claims = json!({"iss": "APIGW", "user": {"username": "alice", "verified": true}, "exp": exp});
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS512), &claims, &key).unwrap()
+}
+
+#[tokio::test]
+async fn invocations_no_app_created_are_an_admins_alone() {
+    let server = TestServer::start(|c| {
+        c.auth =
+            AuthConfig { admin_tokens: vec![("ops".into(), "tok-admin".into())], ..tokens(&[("sops", "tok-sops")]) }
+                .with_gateway_public_key(include_bytes!("../fixtures/apigw-test-public.pem"))
+                .unwrap();
+    })
+    .await;
+    let nameless = jwt_without_app();
+    let gateway = [("x-bkapi-jwt", nameless.as_str())];
+    let (status, started) =
+        server.post_with("/plugins/approval/bk_plugin/invoke/1.0.0", r#"{"inputs": {}}"#, &gateway).await;
+    assert_eq!(status, 200, "{started}");
+    let trace_id = started["trace_id"].as_str().unwrap().to_owned();
+    let sops = [("authorization", "Bearer tok-sops")];
+    let admin = [("authorization", "Bearer tok-admin")];
+    let logs = format!("{}/plugins/approval/bk_plugin/logs/{trace_id}", server.base);
+    let cancel = format!("{}/plugins/approval/bk_plugin/cancel/{trace_id}", server.base);
+    let history = format!("{}/ui/api/invocations", server.base);
+    let panel = format!("{}/ui/api/invocations/{trace_id}", server.base);
+
+    // An app, and the nameless caller itself, see it as nothing: it is no app's.
+    for headers in [&sops[..], &gateway[..]] {
+        let (_, read) = server.request_url("GET", &logs, "", headers).await;
+        assert_eq!(read["message"], format!("can not find schedule for trace_id {trace_id}"), "{read}");
+        assert_eq!(server.request_url("GET", &panel, "", headers).await.0, 404);
+        let (_, page) = server.request_url("GET", &history, "", headers).await;
+        assert_eq!(page["data"]["total"], 0, "{page}");
+        assert_eq!(server.request_url("POST", &cancel, "{}", headers).await.0, 404);
+    }
+    // An admin token sees and cancels it.
+    let (_, read) = server.request_url("GET", &logs, "", &admin).await;
+    assert_eq!(read["result"], true, "{read}");
+    let (_, page) = server.request_url("GET", &history, "", &admin).await;
+    assert_eq!(page["data"]["total"], 1, "{page}");
+    let (status, cancelled) = server.request_url("POST", &cancel, "{}", &admin).await;
+    assert_eq!((status, &cancelled["data"]["state"]), (200, &json!(5)), "{cancelled}");
     server.stop().await;
 }

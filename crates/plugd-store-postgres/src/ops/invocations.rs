@@ -48,9 +48,10 @@ pub(crate) async fn history(c: &Object, q: &HistoryQuery) -> Res<HistoryPage> {
     // Each filter is `$n IS NULL OR column = $n`: one prepared statement serves every combination.
     let filter = "($1::TEXT IS NULL OR plugin = $1) AND ($2::TEXT IS NULL OR version = $2)
                   AND ($3::SMALLINT IS NULL OR state = $3)
-                  AND ($4::TEXT IS NULL OR created_by IS NULL OR created_by = $4)";
+                  AND ($4::TEXT IS NULL OR created_by = $4)";
+    let Some(created_by) = q.viewer.created_by_filter() else { return Ok(HistoryPage::default()) };
     let state = q.state.map(|s| i16::from(s.code()));
-    let created_by = q.created_by.as_deref().map(encode);
+    let created_by = created_by.map(encode);
     let total: i64 = c
         .cached_query_one(
             &format!("SELECT COUNT(*) FROM invocations WHERE {filter}"),

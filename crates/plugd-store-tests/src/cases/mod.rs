@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use plugd_core::schedule::Limits;
 use plugd_core::store::{
-    CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, FinishCallback, Millis, NewInvocation, Store,
-    StoreErrorKind,
+    CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, FinishCallback, HistoryPage, Millis, NewInvocation,
+    Store, StoreErrorKind, Viewer,
 };
 use plugd_core::{Invocation, Step, Trigger};
 use plugd_sdk::{Callback, State};
@@ -408,6 +408,14 @@ pub async fn history_filters_and_pages(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(v2_failed.total, 1, "only invocation 0 is both");
-    let ci = store.history(query(|q| q.created_by = Some("ci".into()))).await.unwrap();
+    let ci = store.history(query(|q| q.viewer = Viewer::App(Some("ci".into())))).await.unwrap();
     assert_eq!(ci.total, 1, "an app sees its own (and none of bk_sops's)");
+    // An invocation that no app created is an admin's (Everyone) alone, and a caller naming no app sees none.
+    let mut unowned = new(&invocation(State::Success), None);
+    unowned.created_by = None;
+    store.insert(unowned).await.unwrap();
+    let ci = store.history(query(|q| q.viewer = Viewer::App(Some("ci".into())))).await.unwrap();
+    assert_eq!(ci.total, 1, "not another app's, nor no app's");
+    assert_eq!(store.history(query(|q| q.viewer = Viewer::App(None))).await.unwrap(), HistoryPage::default());
+    assert_eq!(store.history(query(|_| {})).await.unwrap().total, 14, "an admin sees them all");
 }

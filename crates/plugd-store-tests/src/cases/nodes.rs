@@ -140,7 +140,11 @@ pub async fn nul_bytes_are_stored_as_sent(store: Arc<dyn Store>) {
     let executes = store.executes(&inv.trace_id).await.unwrap().unwrap();
     assert_eq!(executes.last().and_then(|e| e.err.as_deref()), Some("rejected: a\u{0}b"));
     let history = store
-        .history(plugd_core::store::HistoryQuery { created_by: Some(nul.into()), limit: 10, ..Default::default() })
+        .history(plugd_core::store::HistoryQuery {
+            viewer: plugd_core::store::Viewer::App(Some(nul.into())),
+            limit: 10,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(history.items.first().and_then(|i| i.err.as_deref()), Some("rejected: a\u{0}b"));

@@ -114,6 +114,11 @@ pub(crate) struct ServeArgs {
     /// A file of bearer tokens, one APP:TOKEN per line (also PLUGD_AUTH_TOKENS=APP:TOKEN,...).
     #[arg(long, env = "PLUGD_AUTH_TOKENS_FILE")]
     auth_tokens_file: Option<PathBuf>,
+    /// A file of admin tokens, one NAME:TOKEN per line (also PLUGD_ADMIN_TOKENS=NAME:TOKEN,...): their
+    /// callers see and cancel every invocation, those no app created included (other tokens see only
+    /// their own app's).
+    #[arg(long, env = "PLUGD_ADMIN_TOKENS_FILE")]
+    admin_tokens_file: Option<PathBuf>,
     /// The API gateway's RSA public key (PEM), to verify X-Bkapi-JWT.
     #[arg(long, env = "PLUGD_APIGW_PUBLIC_KEY_FILE")]
     apigw_public_key: Option<PathBuf>,
@@ -160,6 +165,18 @@ fn parse_tokens(text: &str, source: &str) -> CliResult<Vec<(String, String)>> {
         .collect()
 }
 
+/// The tokens of the environment variable `var` and of the file `file` (given as `flag`).
+fn configured_tokens(var: &str, file: Option<&Path>, flag: &str) -> CliResult<Vec<(String, String)>> {
+    let mut tokens = Vec::new();
+    if let Ok(text) = std::env::var(var) {
+        tokens.extend(parse_tokens(&text, var)?);
+    }
+    if let Some(path) = file {
+        tokens.extend(parse_tokens(&read(path, flag)?, &path.display().to_string())?);
+    }
+    Ok(tokens)
+}
+
 fn config(args: &ServeArgs) -> CliResult<ServerConfig> {
     let mut config = ServerConfig::new(args.listen);
     let http_url = |flag: &str, url: &str| {
@@ -194,22 +211,20 @@ fn config(args: &ServeArgs) -> CliResult<ServerConfig> {
     config.private_schedule = args.private_schedule;
     config.strict_inputs = args.strict_inputs;
 
-    let mut tokens = Vec::new();
-    if let Ok(text) = std::env::var("PLUGD_AUTH_TOKENS") {
-        tokens.extend(parse_tokens(&text, "PLUGD_AUTH_TOKENS")?);
-    }
-    if let Some(path) = &args.auth_tokens_file {
-        tokens.extend(parse_tokens(&read(path, "--auth-tokens-file")?, &path.display().to_string())?);
-    }
-    // One token for two apps would make a caller of one the other: whichever is listed first wins.
-    for (i, (app, token)) in tokens.iter().enumerate() {
-        if let Some((other, _)) = tokens[..i].iter().find(|(other, t)| t == token && other != app) {
+    let tokens = configured_tokens("PLUGD_AUTH_TOKENS", args.auth_tokens_file.as_deref(), "--auth-tokens-file")?;
+    let admin_tokens =
+        configured_tokens("PLUGD_ADMIN_TOKENS", args.admin_tokens_file.as_deref(), "--admin-tokens-file")?;
+    // One token for two names would make a caller of one the other (an app an admin): whichever is
+    // listed first would win.
+    let all: Vec<&(String, String)> = tokens.iter().chain(&admin_tokens).collect();
+    for (i, (app, token)) in all.iter().enumerate() {
+        if let Some((other, _)) = all[..i].iter().find(|(other, t)| t == token && other != app) {
             return Err(CliError::Usage(format!(
                 "the same token is configured for apps {other:?} and {app:?}: give each app a token of its own"
             )));
         }
     }
-    let mut auth = AuthConfig { tokens, jwt_key: None };
+    let mut auth = AuthConfig { tokens, admin_tokens, jwt_key: None };
     if let Some(path) = &args.apigw_public_key {
         let pem = read(path, "--apigw-public-key")?;
         auth = auth
@@ -271,10 +286,16 @@ fn disabled_plugins(enabled: &[String]) -> CliResult<Vec<&'static str>> {
 fn own_files(args: &ServeArgs, database: Option<&Path>) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = database.into_iter().map(Path::to_owned).collect();
     files.extend(
-        [&args.auth_tokens_file, &args.apigw_public_key, &args.allow_scope, &args.callback_secret_file]
-            .into_iter()
-            .flatten()
-            .cloned(),
+        [
+            &args.auth_tokens_file,
+            &args.admin_tokens_file,
+            &args.apigw_public_key,
+            &args.allow_scope,
+            &args.callback_secret_file,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned(),
     );
     files
 }
