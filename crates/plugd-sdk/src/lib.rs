@@ -67,7 +67,7 @@ pub use context::{Callback, CallbackPreparation, CallbackPreparer, Context, Stat
 pub use erased::{
     BoxFuture, DynPlugin, ExecuteError, ExecuteRequest, ExecuteResponse, PluginInfo, PluginSchemas, TypedPlugin,
 };
-pub use meta::{is_valid_name, parse_version, Meta};
+pub use meta::{is_valid_name, parse_version, version_spellings, Meta};
 pub use plugin::{Outcome, Plugin, PluginError};
 pub use report::Report;
 pub use schema::{field_title, for_each_subschema, schema_for, Empty, PluginCallbackInfo};

@@ -65,6 +65,28 @@ pub fn parse_version(raw: &str) -> Result<semver::Version, semver::Error> {
     })
 }
 
+/// Every spelling that [`parse_version`] reads as `version`: itself, and its shorter forms when
+/// they only drop `.0`s (`2.0.0` is also `2.0` and `2`), so that a document of the API lists what a
+/// caller may send.
+///
+/// ```
+/// assert_eq!(plugd_sdk::version_spellings("2.0.0"), ["2.0.0", "2.0", "2"]);
+/// assert_eq!(plugd_sdk::version_spellings("1.2.0"), ["1.2.0", "1.2"]);
+/// assert_eq!(plugd_sdk::version_spellings("1.0.0-rc.1"), ["1.0.0-rc.1"]);
+/// ```
+pub fn version_spellings(version: &str) -> Vec<String> {
+    let mut spellings = vec![version.to_owned()];
+    if let Ok(v) = semver::Version::parse(version) {
+        if v.pre.is_empty() && v.build.is_empty() && v.patch == 0 {
+            spellings.push(format!("{}.{}", v.major, v.minor));
+            if v.minor == 0 {
+                spellings.push(v.major.to_string());
+            }
+        }
+    }
+    spellings
+}
+
 /// Whether `name` is a valid plugin name: letters, digits, `_`, `-` and `.`, starting with a letter
 /// or digit.
 pub fn is_valid_name(name: &str) -> bool {

@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// A request whose body has not arrived this long after its head is answered 408.
     pub body_read_timeout: Duration,
+    /// A connection whose client has read nothing of what the server writes for this long is closed.
+    pub write_timeout: Duration,
     /// The folder plugins run in (`plugd serve`'s own): a report's `report_html` and `report_dir`
     /// must be inside it (relative paths are relative to it), and are read without following a
     /// link [default: the current directory].
@@ -111,6 +113,7 @@ impl ServerConfig {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             workspace: std::path::PathBuf::from("."),
             max_report_bytes: 50 * 1024 * 1024,
             auth: AuthConfig::default(),

@@ -32,6 +32,7 @@ mod reports;
 mod retention;
 mod scheduler;
 mod state;
+mod write_deadline;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -118,6 +119,7 @@ pub async fn serve(
         app,
         config.max_connections,
         config.header_read_timeout,
+        config.write_timeout,
         config.grace_period,
         stop.clone(),
     )

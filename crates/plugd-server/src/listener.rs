@@ -5,7 +5,9 @@
 //! with its task and buffers, forever. Here a semaphore bounds open connections (at the cap the
 //! loop stops accepting and the kernel's backlog queues newcomers), hyper closes a connection whose
 //! request head has not arrived within `header_read_timeout` (also between keep-alive requests),
-//! and `body_deadline` answers 408 to a body that does not arrive in time.
+//! `body_deadline` answers 408 to a body that does not arrive in time, and a client that reads
+//! nothing of its answers for `write_timeout` is cut off ([`Stall`]). Pipelined requests are
+//! answered one at a time, and what is read ahead of them is bounded by hyper's read buffer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::fail;
 use crate::state::AppState;
+use crate::write_deadline::{Stall, Watched};
 
 /// Serves `app` on `listener` until `stop`, then lets open requests finish within `grace`.
 pub(crate) async fn serve_http(
@@ -32,6 +35,7 @@ pub(crate) async fn serve_http(
     app: Router,
     max_connections: usize,
     header_read_timeout: Duration,
+    write_timeout: Duration,
     grace: Duration,
     stop: CancellationToken,
 ) {
@@ -58,11 +62,19 @@ pub(crate) async fn serve_http(
             () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        let stall = Arc::new(Stall::default());
+        let stream = Watched::new(stream, stall.clone());
         let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            // A client that goes away mid-request is its own business.
-            let _ = connection.await;
+            tokio::select! {
+                // A client that goes away mid-request is its own business.
+                _ = connection => {}
+                // One that reads nothing of its answers is cut off: dropping the connection closes it.
+                () = stall.exceeded(write_timeout) => {
+                    tracing::debug!("closed a connection whose client read nothing for {write_timeout:?}");
+                }
+            }
             drop(permit);
         });
     }

@@ -350,11 +350,13 @@ pub(crate) fn document(state: &AppState) -> Value {
                 ));
             }
             if openapi_path.contains("{version}") {
+                let spellings: Vec<String> = versions.iter().flat_map(|v| plugd_sdk::version_spellings(v)).collect();
                 let schema = match versions.is_empty() {
                     true => json!({"type": "string"}),
-                    false => json!({"type": "string", "enum": versions}),
+                    false => json!({"type": "string", "enum": spellings}),
                 };
-                parameters.push(path_parameter("version", schema, "A version of the plugin (see meta)."));
+                let about = "A version of the plugin (see meta); `2` and `2.0` also name `2.0.0`.";
+                parameters.push(path_parameter("version", schema, about));
             }
             if path.starts_with("/plugin_api/") {
                 let apis = plugin_apis(state, method, (scope == "default").then(|| default_plugin(state)).flatten());

@@ -313,3 +313,44 @@ async fn invocations_no_app_created_are_an_admins_alone() {
     assert_eq!((status, &cancelled["data"]["state"]), (200, &json!(5)), "{cancelled}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn clients_that_never_read_their_answers_are_cut_off() {
+    let server = TestServer::start(|c| {
+        c.max_connections = 2;
+        c.write_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let address = server.base.strip_prefix("http://").unwrap().to_owned();
+    // Every connection allowed, each pipelining requests for the largest answer and reading none
+    // (with a small receive buffer): the server's writes stall once the socket buffers are full.
+    const ASKED: usize = 300;
+    let request = "GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(ASKED);
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(address.parse().unwrap()).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        readers.push(stream);
+    }
+    let started = Instant::now();
+    let health = tokio::time::timeout(Duration::from_secs(10), server.get("/healthz")).await;
+    assert_eq!(health.expect("/healthz answers once the non-readers are cut off"), (200, json!({"status": "ok"})));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // What was written before the cut is there, then the end (far short of the answers asked).
+    let (_, document) = server.get("/openapi.json").await;
+    let asked = ASKED * document.to_string().len();
+    for mut stream in readers {
+        let (mut buffer, mut received) = (vec![0u8; 64 * 1024], 0);
+        let ended = loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await {
+                Ok(Ok(0) | Err(_)) => break true,
+                Ok(Ok(n)) => received += n,
+                Err(_) => break false,
+            }
+        };
+        assert!(ended && received < asked, "a non-reader's connection is closed ({received} of {asked} bytes)");
+    }
+    server.stop().await;
+}

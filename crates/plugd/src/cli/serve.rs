@@ -95,6 +95,10 @@ pub(crate) struct ServeArgs {
     /// Answer 408 to a request whose body has not arrived within this time.
     #[arg(long, env = "PLUGD_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
     body_read_timeout: Duration,
+    /// Close a connection whose client has read nothing of its answers for this long (a client that
+    /// pipelines requests, or opens an event stream, and never reads).
+    #[arg(long, env = "PLUGD_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    write_timeout: Duration,
     /// Also serve this built-in plugin that acts on the host or holds credentials (command, webhook,
     /// email, amqp, gitlab-pipeline); repeat, or comma-separate in PLUGD_ENABLE_PLUGINS.
     #[arg(long = "enable-plugin", env = "PLUGD_ENABLE_PLUGINS", value_delimiter = ',', value_name = "NAME")]
@@ -208,6 +212,7 @@ fn config(args: &ServeArgs) -> CliResult<ServerConfig> {
     config.max_connections = args.max_connections as usize;
     config.header_read_timeout = args.header_read_timeout;
     config.body_read_timeout = args.body_read_timeout;
+    config.write_timeout = args.write_timeout;
     config.private_schedule = args.private_schedule;
     config.strict_inputs = args.strict_inputs;
 
