@@ -19,6 +19,7 @@ pub struct Executor {
     registry: Arc<Registry>,
     callbacks: Arc<dyn CallbackPreparer>,
     coerce_inputs: bool,
+    max_outputs: Option<usize>,
 }
 
 /// The result of one execute, to be applied to the invocation (and persisted by a store).
@@ -77,7 +78,17 @@ pub enum StepError {
 impl Executor {
     /// An executor over `registry` whose plugins get callback URLs from `callbacks`.
     pub fn new(registry: Arc<Registry>, callbacks: Arc<dyn CallbackPreparer>) -> Executor {
-        Executor { registry, callbacks, coerce_inputs: false }
+        Executor { registry, callbacks, coerce_inputs: false, max_outputs: None }
+    }
+
+    /// The most an execute may hand back, in bytes of JSON: its outputs and storage, and its error
+    /// message. More fails the execute (`outputs exceed N bytes (--max-outputs)`), keeping the
+    /// previous outputs and storage, so that no plugin makes the runtime hold or store more. The
+    /// size is counted as the JSON is written, and the count stops at the limit. `None` (the
+    /// default): no limit.
+    pub fn max_outputs(mut self, bytes: Option<usize>) -> Executor {
+        self.max_outputs = bytes;
+        self
     }
 
     /// Whether each execute converts inputs and context inputs the way pydantic v1 does (`"3"`
@@ -197,6 +208,20 @@ impl Executor {
         let (storage, outputs, reports) = (response.storage, response.outputs, response.reports);
         // Reports of a failed execute still tell what happened.
         let fail = |err: String, storage, outputs| Step { reports: reports.clone(), ..fail(err, storage, outputs) };
+        if let Some(limit) = self.max_outputs {
+            let err_len = match &response.result {
+                Err(ExecuteError::Plugin(PluginError::Failed(m) | PluginError::Unexpected(m))) => m.len(),
+                _ => 0,
+            };
+            if exceeds(limit.saturating_sub(err_len), &[&outputs, &storage]) {
+                let (storage, outputs) = unchanged();
+                return fail(
+                    format!("{failed_prefix}: outputs exceed {limit} bytes (--max-outputs)"),
+                    storage,
+                    outputs,
+                );
+            }
+        }
         let (state, poll_after, callback_timeout) = match response.result {
             Ok(Outcome::Success) => {
                 if let Err(e) = plugin.outputs.validate(&Value::Object(outputs.clone())) {
@@ -228,6 +253,25 @@ impl Executor {
         tracing::debug!(%state, ?poll_after, "plugin execute done");
         Step { state, invoke_count, storage, outputs, err: None, poll_after, callback_timeout, reports }
     }
+}
+
+/// Whether `maps` take more than `limit` bytes as JSON; counts as it writes, and stops at the limit.
+fn exceeds(limit: usize, maps: &[&Map<String, Value>]) -> bool {
+    /// Counts what is written, failing once past the limit (which stops the serializer).
+    struct Counter {
+        left: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.left = self.left.checked_sub(buf.len()).ok_or(std::io::ErrorKind::FileTooLarge)?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter { left: limit };
+    maps.iter().any(|map| serde_json::to_writer(&mut counter, map).is_err())
 }
 
 /// Keeps a schema error only when `keep` (the plugin does not validate its inputs itself).

@@ -61,6 +61,9 @@ pub struct OutputsV2 {
     pub messages: Vec<String>,
 }
 
+/// The most `hello` 2.0.0's greetings may take together.
+pub const MAX_GREETINGS_BYTES: usize = 256 * 1024;
+
 /// `hello` 2.0.0: adds `times` and outputs a list of `messages`.
 #[derive(Debug, Clone, Copy)]
 pub struct HelloV2;
@@ -76,6 +79,14 @@ impl Plugin for HelloV2 {
     async fn execute(&self, inputs: InputsV2, ctx: &mut Context<Empty>) -> Result<Outcome, PluginError> {
         let message = format!("{}, {}", inputs.greeting, inputs.name);
         let times = inputs.times.unwrap_or(1) as usize;
+        // Refused before it is built: a long name times many greetings is a lot of memory.
+        let total = message.len().saturating_mul(times);
+        if total > MAX_GREETINGS_BYTES {
+            return Err(PluginError::failed(format!(
+                "{times} greetings of {} bytes make {total} bytes; at most {MAX_GREETINGS_BYTES}",
+                message.len()
+            )));
+        }
         ctx.set_outputs(&OutputsV2 { messages: vec![message; times] })?;
         Ok(Outcome::Success)
     }

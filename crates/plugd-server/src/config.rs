@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// A connection whose client has read nothing of what the server writes for this long is closed.
     pub write_timeout: Duration,
+    /// The most an execute may hand back, in bytes of JSON (outputs, storage and error message);
+    /// more fails it (see `plugd_core::Executor::max_outputs`).
+    pub max_outputs: usize,
     /// The folder plugins run in (`plugd serve`'s own): a report's `report_html` and `report_dir`
     /// must be inside it (relative paths are relative to it), and are read without following a
     /// link [default: the current directory].
@@ -114,6 +117,7 @@ impl ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            max_outputs: 1024 * 1024,
             workspace: std::path::PathBuf::from("."),
             max_report_bytes: 50 * 1024 * 1024,
             auth: AuthConfig::default(),

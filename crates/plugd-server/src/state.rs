@@ -102,7 +102,9 @@ impl AppState {
             schema_version,
             served: Served::new(registry.iter().map(|p| (p.info.name.clone(), p.info.version.clone()))),
         };
-        let executor = Executor::new(registry.clone(), Arc::new(signer.clone())).coerce_inputs(!config.strict_inputs);
+        let executor = Executor::new(registry.clone(), Arc::new(signer.clone()))
+            .coerce_inputs(!config.strict_inputs)
+            .max_outputs(Some(config.max_outputs));
         let mut api_routes: HashMap<String, Vec<ApiRoute>> = HashMap::new();
         for plugin in registry.iter() {
             api_routes.entry(plugin.info.name.clone()).or_default().extend(plugin.plugin.api_routes());

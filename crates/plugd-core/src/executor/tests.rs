@@ -259,3 +259,22 @@ async fn a_converting_executor_runs_what_pydantic_v1_would_accept() {
     step(&converting, &mut refused, Trigger::Start).await;
     assert_eq!(refused.err.as_deref(), Some(r#"inputs validation error: /template_id: expected integer, got "abc""#));
 }
+
+#[tokio::test]
+async fn what_an_execute_hands_back_is_capped() {
+    // The probe's executor output alone is 20 bytes of JSON, its storage 11.
+    let executor = |limit| executor().max_outputs(Some(limit));
+    let mut inv = invocation(json!({"mode": "success"}));
+    inv.context = json!({"executor": "x".repeat(500)});
+    let step = executor(400).step(&inv, Trigger::Start).await.unwrap();
+    assert_eq!(step.state, State::Fail);
+    assert_eq!(step.err.as_deref(), Some("plugin execute failed: outputs exceed 400 bytes (--max-outputs)"));
+    assert!(step.outputs.is_empty() && step.storage.is_empty(), "the previous outputs and storage are kept");
+    let step = executor(1000).step(&inv, Trigger::Start).await.unwrap();
+    assert_eq!(step.state, State::Success, "{:?}", step.err);
+    // An error message counts too.
+    let mut inv = invocation(json!({"mode": "fail"}));
+    inv.context = json!({"executor": "x".repeat(500)});
+    let step = executor(520).step(&inv, Trigger::Start).await.unwrap();
+    assert_eq!(step.err.as_deref(), Some("plugin execute failed: outputs exceed 520 bytes (--max-outputs)"));
+}

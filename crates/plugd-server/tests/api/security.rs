@@ -354,3 +354,31 @@ async fn clients_that_never_read_their_answers_are_cut_off() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn what_a_plugin_hands_back_is_capped() {
+    let server = TestServer::start(|c| c.max_outputs = 100_000).await;
+    let invoke = |name: String, times: u32| {
+        let body = json!({"inputs": {"name": name, "times": times}, "context": {}}).to_string();
+        let server = &server;
+        async move { server.post("/bk_plugin/invoke/2.0.0", &body).await }
+    };
+    // hello refuses a product it would have to build (a megabyte name, a thousand times) up front.
+    let (status, reply) = invoke("n".repeat(1_000_000), 1000).await;
+    assert_eq!((status, &reply["data"]["state"]), (200, &json!(5)), "{reply}");
+    assert_eq!(
+        reply["data"]["err"],
+        "plugin execute failed: 1000 greetings of 1000007 bytes make 1000007000 bytes; at most 262144"
+    );
+    // What an execute hands back beyond --max-outputs fails it, and none of it is kept.
+    let (status, reply) = invoke("n".repeat(150_000), 1).await;
+    assert_eq!((status, &reply["data"]["state"]), (200, &json!(5)), "{reply}");
+    assert_eq!(reply["data"]["err"], "plugin execute failed: outputs exceed 100000 bytes (--max-outputs)");
+    assert_eq!(
+        reply["data"]["outputs"],
+        json!({"err": "plugin execute failed: outputs exceed 100000 bytes (--max-outputs)"})
+    );
+    let (_, reply) = invoke("n".repeat(1_000), 3).await;
+    assert_eq!(reply["data"]["state"], 4, "{reply}");
+    server.stop().await;
+}

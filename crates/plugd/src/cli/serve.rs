@@ -86,6 +86,10 @@ pub(crate) struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PLUGD_MAX_BODY", default_value_t = 1024 * 1024)]
     max_body: usize,
+    /// The most an execute may hand back, in bytes of JSON (its outputs, storage and error message
+    /// together); more fails the execute.
+    #[arg(long, env = "PLUGD_MAX_OUTPUTS", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_outputs: u64,
     /// Connections open at once; beyond it, new connections wait to be accepted.
     #[arg(long, env = "PLUGD_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
@@ -209,6 +213,7 @@ fn config(args: &ServeArgs) -> CliResult<ServerConfig> {
     config.finish_callback_backoff = args.finish_callback_backoff;
     config.finish_callback_timeout = args.finish_callback_timeout;
     config.max_body = args.max_body;
+    config.max_outputs = usize::try_from(args.max_outputs).unwrap_or(usize::MAX);
     config.max_connections = args.max_connections as usize;
     config.header_read_timeout = args.header_read_timeout;
     config.body_read_timeout = args.body_read_timeout;
