@@ -21,6 +21,7 @@ mod api;
 pub mod apigw;
 mod auth;
 pub mod config;
+mod connections;
 pub mod guard;
 mod heartbeat;
 mod listener;

@@ -1,5 +1,6 @@
 //! The accept loop: HTTP/1.1 connections with a cap and a header deadline, so slow or silent
-//! clients cannot use up file descriptors, memory or tasks.
+//! clients cannot use up file descriptors, memory or tasks; at the cap, the longest-idle connection
+//! makes room for a newcomer ([`Connections`]).
 //!
 //! `axum::serve` has neither: a client that opens a connection and sends half a request holds it,
 //! with its task and buffers, forever. Here a semaphore bounds open connections (at the cap the
@@ -26,6 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::fail;
+use crate::connections::{Connections, Tracked};
 use crate::state::AppState;
 use crate::write_deadline::{Stall, Watched};
 
@@ -40,14 +42,11 @@ pub(crate) async fn serve_http(
     stop: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    let connections = Arc::new(Connections::default());
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = stop.cancelled() => break,
-        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -61,11 +60,28 @@ pub(crate) async fn serve_http(
             },
             () = stop.cancelled() => break,
         };
+        // At the cap, the connection idle the longest (a half-sent request, an idle keep-alive) makes
+        // room; when every one has a request under way, the newcomer waits a moment for a slot, then
+        // is closed.
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                connections.close_longest_idle();
+                match tokio::time::timeout(Duration::from_secs(1), permits.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => {
+                        tracing::warn!("{max_connections} connections, each with a request under way: one refused");
+                        continue;
+                    }
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
+        let (slot, registered) = connections.open();
         let stall = Arc::new(Stall::default());
         let stream = Watched::new(stream, stall.clone());
-        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let connection = graceful.watch(connection);
+        let service = Tracked { inner: TowerToHyperService::new(app.clone()), slot: slot.clone() };
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             tokio::select! {
                 // A client that goes away mid-request is its own business.
@@ -74,8 +90,9 @@ pub(crate) async fn serve_http(
                 () = stall.exceeded(write_timeout) => {
                     tracing::debug!("closed a connection whose client read nothing for {write_timeout:?}");
                 }
+                () = slot.cut.cancelled() => tracing::debug!("closed the longest-idle connection to make room"),
             }
-            drop(permit);
+            drop((registered, permit));
         });
     }
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {

@@ -316,12 +316,14 @@ async fn invocations_no_app_created_are_an_admins_alone() {
 
 #[tokio::test]
 async fn clients_that_never_read_their_answers_are_cut_off() {
+    // A slot to spare: no connection is closed to make room, only for reading nothing.
     let server = TestServer::start(|c| {
-        c.max_connections = 2;
+        c.max_connections = 3;
         c.write_timeout = Duration::from_millis(500);
     })
     .await;
     let address = server.base.strip_prefix("http://").unwrap().to_owned();
+    let (_, document) = server.get("/openapi.json").await;
     // Every connection allowed, each pipelining requests for the largest answer and reading none
     // (with a small receive buffer): the server's writes stall once the socket buffers are full.
     const ASKED: usize = 300;
@@ -336,10 +338,11 @@ async fn clients_that_never_read_their_answers_are_cut_off() {
     }
     let started = Instant::now();
     let health = tokio::time::timeout(Duration::from_secs(10), server.get("/healthz")).await;
-    assert_eq!(health.expect("/healthz answers once the non-readers are cut off"), (200, json!({"status": "ok"})));
+    assert_eq!(health.expect("/healthz answers beside the non-readers"), (200, json!({"status": "ok"})));
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-    // What was written before the cut is there, then the end (far short of the answers asked).
-    let (_, document) = server.get("/openapi.json").await;
+    // Both are cut off by now for reading nothing: what was written before the cut is there, then
+    // the end, far short of the answers asked.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let asked = ASKED * document.to_string().len();
     for mut stream in readers {
         let (mut buffer, mut received) = (vec![0u8; 64 * 1024], 0);
@@ -380,5 +383,47 @@ async fn what_a_plugin_hands_back_is_capped() {
     );
     let (_, reply) = invoke("n".repeat(1_000), 3).await;
     assert_eq!(reply["data"]["state"], 4, "{reply}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn at_the_cap_the_longest_idle_connection_makes_room() {
+    // The header deadline is far away: only making room lets anyone else in.
+    let server = TestServer::start(|c| {
+        c.max_connections = 64;
+        c.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let address = server.base.strip_prefix("http://").unwrap().to_owned();
+    // Ten times the cap of half-sent requests (the descriptors of one test process allow no more).
+    let mut attackers = Vec::new();
+    for _ in 0..640 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n").await;
+        attackers.push(stream);
+    }
+    let started = Instant::now();
+    let health = tokio::time::timeout(Duration::from_secs(5), server.get("/healthz")).await;
+    assert_eq!(health.expect("/healthz answers under half-sent requests"), (200, json!({"status": "ok"})));
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    // The oldest of them were closed to make room.
+    assert!(closed_within(&mut attackers[0], Duration::from_secs(2)).await, "the longest-idle connection is closed");
+
+    // A request under way is never the one closed: a slow execute finishes while newcomers come.
+    let slow = tokio::spawn({
+        let base = server.base.clone();
+        async move {
+            let body = json!({"inputs": {"from": 1, "interval_ms": 1}, "context": {}}).to_string();
+            reqwest::Client::new()
+                .post(format!("{base}/plugins/countdown/bk_plugin/invoke/1.0.0"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
+    drop(attackers);
     server.stop().await;
 }

@@ -90,9 +90,11 @@ pub(crate) struct ServeArgs {
     /// together); more fails the execute.
     #[arg(long, env = "PLUGD_MAX_OUTPUTS", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     max_outputs: u64,
-    /// Connections open at once; beyond it, new connections wait to be accepted.
-    #[arg(long, env = "PLUGD_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-    max_connections: u32,
+    /// Connections open at once; at the cap, the one idle the longest (a half-sent request, an idle
+    /// keep-alive) is closed to make room [default: half the open-files limit, which plugd raises to
+    /// its hard limit at start, at most 65536].
+    #[arg(long, env = "PLUGD_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
     /// Close a connection whose request head has not arrived within this time.
     #[arg(long, env = "PLUGD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     header_read_timeout: Duration,
@@ -173,6 +175,36 @@ fn parse_tokens(text: &str, source: &str) -> CliResult<Vec<(String, String)>> {
         .collect()
 }
 
+/// Half the open-files limit, after raising it to the hard limit (each connection is a descriptor;
+/// the other half is for the database, plugin processes and files), at most 65536.
+fn default_max_connections() -> usize {
+    let files = raise_open_files_limit();
+    usize::try_from(files / 2).unwrap_or(usize::MAX).clamp(64, 65_536)
+}
+
+/// Raises the soft limit of open files to the hard one (the usual soft default, 1024, is far below what
+/// a server holding many connections needs): the limit now in force.
+#[cfg(target_os = "linux")]
+fn raise_open_files_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!("cannot raise the open-files limit from {soft} to {hard}: {e}");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn raise_open_files_limit() -> u64 {
+    1024
+}
+
 /// The tokens of the environment variable `var` and of the file `file` (given as `flag`).
 fn configured_tokens(var: &str, file: Option<&Path>, flag: &str) -> CliResult<Vec<(String, String)>> {
     let mut tokens = Vec::new();
@@ -214,7 +246,10 @@ fn config(args: &ServeArgs) -> CliResult<ServerConfig> {
     config.finish_callback_timeout = args.finish_callback_timeout;
     config.max_body = args.max_body;
     config.max_outputs = usize::try_from(args.max_outputs).unwrap_or(usize::MAX);
-    config.max_connections = args.max_connections as usize;
+    config.max_connections = match args.max_connections {
+        Some(n) => n as usize,
+        None => default_max_connections(),
+    };
     config.header_read_timeout = args.header_read_timeout;
     config.body_read_timeout = args.body_read_timeout;
     config.write_timeout = args.write_timeout;
