@@ -92,6 +92,7 @@ impl AppState {
                     duration,
                 };
                 self.store.insert(new).await?;
+                self.event_streams.touch(&trace_id);
                 self.metrics.invokes.fetch_add(1, Ordering::Relaxed);
                 if waits {
                     self.wake_scheduler_for(invocation.state, poll_after);
@@ -125,6 +126,7 @@ impl AppState {
             self.metrics.lost_claims.fetch_add(1, Ordering::Relaxed);
             return Ok(Advanced::Lost);
         }
+        self.event_streams.touch(&trace_id);
         self.wake_scheduler_for(step.state, step.poll_after);
         invocation.apply(step);
         Ok(Advanced::Recorded(Box::new(invocation)))

@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// A connection whose client has read nothing of what the server writes for this long is closed.
     pub write_timeout: Duration,
+    /// Event streams (the panel's live view of an invocation) open at once; one app may hold a
+    /// quarter of them.
+    pub max_event_streams: usize,
     /// The most an execute may hand back, in bytes of JSON (outputs, storage and error message);
     /// more fails it (see `plugd_core::Executor::max_outputs`).
     pub max_outputs: usize,
@@ -118,6 +121,7 @@ impl ServerConfig {
             body_read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             max_outputs: 1024 * 1024,
+            max_event_streams: 256,
             workspace: std::path::PathBuf::from("."),
             max_report_bytes: 50 * 1024 * 1024,
             auth: AuthConfig::default(),

@@ -22,6 +22,7 @@ pub mod apigw;
 mod auth;
 pub mod config;
 mod connections;
+mod events;
 pub mod guard;
 mod heartbeat;
 mod listener;

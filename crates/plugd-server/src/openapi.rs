@@ -596,6 +596,11 @@ fn panel_paths(state: &AppState, paths: &mut Map<String, Value>) {
             "/ui/api/invocations/{trace_id}/events" => {
                 parameters.push(path_parameter("trace_id", json!({"type": "string"}), "An invocation's trace_id."));
                 add_status(&mut responses, "404", "No such invocation (or another app's).");
+                add_status(
+                    &mut responses,
+                    "429",
+                    "--max-event-streams streams are open, or the caller's app holds its share: poll instead.",
+                );
                 add_status(&mut responses, "503", "The store cannot be read.");
                 (
                     "The panel: one invocation, live, as server-sent events.",

@@ -13,6 +13,7 @@ use plugd_sdk::ApiRoute;
 use tokio::sync::Notify;
 
 use crate::config::ServerConfig;
+use crate::events::EventStreams;
 use crate::logs::LogCapture;
 use crate::metrics::Metrics;
 use crate::reports::ReportFiles;
@@ -74,6 +75,8 @@ pub(crate) struct Inner {
     pub(crate) declared_hosts: Vec<String>,
     /// The origins of the URLs callers use (see [`ServerConfig::declared_origins`]).
     pub(crate) declared_origins: Vec<String>,
+    /// The open event streams and the watches behind them.
+    pub(crate) event_streams: Arc<EventStreams>,
     /// This node as its heartbeat describes it: its id (the owner of its claims) and what it serves,
     /// the only invocations it claims.
     pub(crate) node: NodeInfo,
@@ -124,6 +127,7 @@ impl AppState {
             report_files: ReportFiles { workspace: config.workspace.clone(), cap: config.max_report_bytes },
             declared_hosts: config.declared_hosts().collect(),
             declared_origins: config.declared_origins().collect(),
+            event_streams: Arc::new(EventStreams::new(config.max_event_streams)),
             node,
         }))
     }

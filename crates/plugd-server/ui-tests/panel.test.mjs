@@ -237,6 +237,24 @@ try {
     expect((await page.textContent('#err')).includes('cancelled'), 'cancelled');
   });
 
+  await test('a hidden tab holds no event stream, and resumes when shown', async () => {
+    await page.goto(`${base}/#/plugins/approval/1.0.0`);
+    await page.waitForSelector('[data-path="/subject"]');
+    await page.click('#run');
+    await page.waitForSelector('[data-state="CALLBACK"]');
+    await page.waitForFunction(() => document.getElementById('countdown')?.dataset.live === 'events');
+    const setHidden = (hidden) => page.evaluate((h) => {
+      Object.defineProperty(document, 'hidden', { configurable: true, get: () => h });
+      document.dispatchEvent(new Event('visibilitychange'));
+    }, hidden);
+    await setHidden(true);
+    await page.waitForFunction(() => document.getElementById('countdown')?.dataset.live === 'paused');
+    await setHidden(false);
+    await page.waitForFunction(() => document.getElementById('countdown')?.dataset.live === 'events');
+    await page.click('#cancel');
+    await page.waitForSelector('[data-state="FAIL"]');
+  });
+
   await test('history filtered by state, paged on the server', async () => {
     await page.goto(`${base}/#/history?state=5`);
     await page.waitForSelector('#history');

@@ -188,8 +188,23 @@ export function invocationPage(main, traceId) {
     };
   }
 
+  // A hidden tab holds no stream (a browser allows six connections to a host, shared by all its
+  // tabs): closed when hidden, opened again, after one read, when shown.
+  const onVisibility = () => {
+    if (stopped || !source || !('hidden' in document)) return;
+    if (document.hidden) { source.close(); el.countdown.dataset.live = 'paused'; }
+    else { source = null; refresh().then(() => { if (!stopped && !source) listen(); }); }
+  };
+  document.addEventListener('visibilitychange', onVisibility);
+
   tick = setInterval(drawCountdown, 100);
   if (typeof EventSource === 'function' && !token()) listen();
   else { el.countdown.dataset.live = 'polling'; refresh(); }
-  return () => { stopped = true; clearTimeout(timer); clearInterval(tick); if (source) source.close(); };
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+    clearInterval(tick);
+    document.removeEventListener('visibilitychange', onVisibility);
+    if (source) source.close();
+  };
 }

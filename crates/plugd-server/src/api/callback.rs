@@ -62,6 +62,7 @@ pub(super) async fn callback(
     let callback = Callback { id: claims.callback_id.clone(), data };
     match state.store.add_callback(&claims.trace_id, callback, now_ms()).await {
         Ok(CallbackReceipt::Accepted) => {
+            state.event_streams.touch(&claims.trace_id);
             state.metrics.callbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             state.wake_scheduler.notify_one();
             reply(StatusCode::OK, true, "callback success")
@@ -108,6 +109,7 @@ pub(super) async fn cancel(State(state): State<AppState>, scoped: Scoped) -> Res
     let wake_outbox = finish_callback.is_some();
     match state.store.cancel(&trace_id, "cancelled by request", now_ms(), finish_callback).await {
         Ok(CancelOutcome::Cancelled) => {
+            state.event_streams.touch(&trace_id);
             if wake_outbox {
                 state.wake_outbox.notify_one();
             }

@@ -11,7 +11,7 @@ mod panel;
 mod plugin_api;
 mod reports;
 
-pub(crate) use panel::Stopping;
+pub(crate) use panel::{panel_snapshot, Stopping};
 
 use std::collections::HashMap;
 

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::Path as FsPath;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -16,13 +17,14 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use plugd_core::store::{ExecuteRecord, HistoryQuery, Millis, StoredInvocation};
+use plugd_core::store::{ExecuteRecord, HistoryQuery, StoredInvocation};
 use plugd_sdk::State as InvocationState;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::fail;
 use crate::auth::Caller;
+use crate::events::{Snapshot, StreamPermit};
 use crate::state::{now_ms, AppState};
 
 /// The panel's policy: its own scripts, styles and frames only, nothing inline, no plugin-supplied
@@ -383,8 +385,6 @@ pub(crate) async fn invocation(
 #[derive(Clone)]
 pub(crate) struct Stopping(pub(crate) CancellationToken);
 
-/// How often an event stream re-reads the invocation.
-const EVENTS_EVERY: Duration = Duration::from_millis(500);
 /// How long one event stream lasts at most: it holds one of `--max-connections`; the browser's
 /// `EventSource` reconnects by itself.
 const EVENTS_LIFETIME: Duration = Duration::from_secs(300);
@@ -392,11 +392,17 @@ const EVENTS_LIFETIME: Duration = Duration::from_secs(300);
 /// connection.
 const EVENTS_KEEP_ALIVE: Duration = Duration::from_secs(10);
 
-/// What changes when the invocation page must be redrawn.
-type Seen = (Millis, u8, u32, bool);
-
-fn version_of(stored: &StoredInvocation) -> Seen {
-    (stored.updated_at, stored.invocation.state.code(), stored.invocation.invoke_count, stored.lease_owner.is_some())
+/// The invocation page's data for `stored`, as an event stream sends it (see [`crate::events`]).
+pub(crate) async fn panel_snapshot(state: &AppState, stored: &StoredInvocation) -> Option<Snapshot> {
+    let json = snapshot(state, stored).await.ok()?.to_string();
+    // What changes when the page must be redrawn.
+    let seen = (
+        stored.updated_at,
+        stored.invocation.state.code(),
+        stored.invocation.invoke_count,
+        stored.lease_owner.is_some(),
+    );
+    Some(Snapshot { seen, last: stored.invocation.state.is_final(), json: json.into() })
 }
 
 /// `GET /ui/api/invocations/{trace_id}/events`: the same snapshot as `/ui/api/invocations/{trace_id}`
@@ -417,49 +423,56 @@ pub(crate) async fn invocation_events(
         Ok(stored) => stored,
         Err(response) => return response,
     };
+    // Counted from here, for as long as the stream is open.
+    let app =
+        state.config.auth.is_configured().then(|| caller.as_ref().and_then(|c| c.app_code.clone()).unwrap_or_default());
+    let permit = match state.event_streams.open(app.as_deref()) {
+        Ok(permit) => permit,
+        Err(message) => return fail(StatusCode::TOO_MANY_REQUESTS, &message, None),
+    };
+    // The first event from the read just made (a stream shows what is there at once), then each
+    // new snapshot of the watch that every stream of this invocation shares, which reads the store
+    // once per change.
+    let Some(initial) = panel_snapshot(&state, &first).await else {
+        return fail(StatusCode::SERVICE_UNAVAILABLE, "the invocation cannot be read", None);
+    };
     let stop = stopping.map(|s| s.0 .0).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + EVENTS_LIFETIME;
-    struct Watch {
-        state: AppState,
-        caller: Option<Caller>,
-        trace_id: String,
-        next: Option<StoredInvocation>,
-        seen: Option<Seen>,
+    let snapshots = state.event_streams.subscribe(&state, &trace_id);
+    struct Stream {
+        snapshots: tokio::sync::watch::Receiver<Option<Arc<Snapshot>>>,
+        _permit: StreamPermit,
+        initial: Option<Snapshot>,
+        seen: Option<(i64, u8, u32, bool)>,
         done: bool,
     }
-    let watch = Watch { state, caller, trace_id, next: Some(first), seen: None, done: false };
-    let events = futures_util::stream::unfold(watch, move |mut w| {
+    let stream = Stream { snapshots, _permit: permit, initial: Some(initial), seen: None, done: false };
+    let events = futures_util::stream::unfold(stream, move |mut s| {
         let stop = stop.clone();
         async move {
-            if w.done {
+            if s.done {
                 return None;
             }
-            loop {
-                let stored = match w.next.take() {
-                    Some(stored) => stored,
-                    None => {
-                        tokio::select! {
-                            () = tokio::time::sleep(EVENTS_EVERY) => {}
-                            () = tokio::time::sleep_until(deadline) => return None,
-                            () = stop.cancelled() => return None,
-                        }
-                        match visible(&w.state, w.caller.as_ref(), &w.trace_id).await {
-                            Ok(stored) => stored,
-                            // Gone (retention), or the store failed: the client reconnects or polls.
-                            Err(_) => return None,
-                        }
+            let snapshot = match s.initial.take() {
+                Some(initial) => Arc::new(initial),
+                None => loop {
+                    tokio::select! {
+                        changed = s.snapshots.changed() => changed.ok()?,
+                        () = tokio::time::sleep_until(deadline) => return None,
+                        () = stop.cancelled() => return None,
                     }
-                };
-                if w.seen == Some(version_of(&stored)) {
-                    continue;
-                }
-                let Ok(data) = snapshot(&w.state, &stored).await else { return None };
-                w.seen = Some(version_of(&stored));
-                w.done = stored.invocation.state.is_final();
-                let name = if w.done { "final" } else { "invocation" };
-                let event = Event::default().event(name).data(data.to_string());
-                return Some((Ok::<_, Infallible>(event), w));
-            }
+                    // None: gone (retention), or the store failed; the client reconnects or polls.
+                    let latest = s.snapshots.borrow_and_update().clone()?;
+                    if Some(latest.seen) != s.seen {
+                        break latest;
+                    }
+                },
+            };
+            s.seen = Some(snapshot.seen);
+            s.done = snapshot.last;
+            let name = if s.done { "final" } else { "invocation" };
+            let event = Event::default().event(name).data(&*snapshot.json);
+            Some((Ok::<_, Infallible>(event), s))
         }
     });
     let mut response = Sse::new(events).keep_alive(KeepAlive::new().interval(EVENTS_KEEP_ALIVE)).into_response();

@@ -287,3 +287,37 @@ async fn event_streams_take_the_same_credentials() {
     assert_eq!((events[0].0.as_str(), events[0].1["state_name"].as_str()), ("final", Some("SUCCESS")));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn event_streams_are_capped_and_woken_by_changes() {
+    let server = TestServer::start(|c| c.max_event_streams = 2).await;
+    let waiting = server.invoke("approval", "1.0.0", json!({}), json!({})).await;
+    let trace_id = waiting["trace_id"].as_str().unwrap();
+    let callback = waiting["data"]["outputs"]["callback_url"].as_str().unwrap().to_owned();
+    let (first, mut a) = open_events(&server.base, trace_id, None).await;
+    let (second, mut b) = open_events(&server.base, trace_id, None).await;
+    assert!(first.starts_with("HTTP/1.1 200") && second.starts_with("HTTP/1.1 200"), "{first}{second}");
+    // Beyond the cap: refused at once, with the way out.
+    let (status, body) = server.get(&format!("/ui/api/invocations/{trace_id}/events")).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body["message"].as_str().unwrap().starts_with("2 event streams are open"), "{body}");
+
+    // Both streams see the callback's result as soon as it is recorded (the watch they share is
+    // woken by the change; it only polls every two seconds otherwise).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let posted = Instant::now();
+    assert_eq!(server.post_url(&callback, r#"{"approved": true}"#).await.0, 200);
+    for reader in [&mut a, &mut b] {
+        let events = tokio::time::timeout(Duration::from_secs(5), read_events(reader)).await.unwrap();
+        assert_eq!(
+            events.last().map(|(name, data)| (name.as_str(), data["state_name"].clone())),
+            Some(("final", json!("SUCCESS")))
+        );
+    }
+    assert!(posted.elapsed() < Duration::from_millis(1500), "{:?}", posted.elapsed());
+    // Ended streams give their places back.
+    let (head, mut c) = open_events(&server.base, trace_id, None).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(read_events(&mut c).await.len(), 1);
+    server.stop().await;
+}

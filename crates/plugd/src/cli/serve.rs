@@ -86,6 +86,9 @@ pub(crate) struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PLUGD_MAX_BODY", default_value_t = 1024 * 1024)]
     max_body: usize,
+    /// Event streams (the panel's live view of an invocation) open at once; one app may hold a quarter.
+    #[arg(long, env = "PLUGD_MAX_EVENT_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_event_streams: u32,
     /// The most an execute may hand back, in bytes of JSON (its outputs, storage and error message
     /// together); more fails the execute.
     #[arg(long, env = "PLUGD_MAX_OUTPUTS", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
@@ -246,6 +249,7 @@ fn config(args: &ServeArgs) -> CliResult<ServerConfig> {
     config.finish_callback_timeout = args.finish_callback_timeout;
     config.max_body = args.max_body;
     config.max_outputs = usize::try_from(args.max_outputs).unwrap_or(usize::MAX);
+    config.max_event_streams = args.max_event_streams as usize;
     config.max_connections = match args.max_connections {
         Some(n) => n as usize,
         None => default_max_connections(),
