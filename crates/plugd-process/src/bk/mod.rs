@@ -57,7 +57,8 @@ pub struct PythonOptions {
     pub hosts: Option<usize>,
     /// Executes each host runs at once, on threads; `None`: 16 (the framework's gunicorn threads).
     pub threads: Option<usize>,
-    /// The address-space limit of each host, in bytes (`RLIMIT_AS`); `None`: no limit.
+    /// The address-space limit of each host, in bytes (`RLIMIT_AS`); `None`: no limit (the command
+    /// line's default is 1 GiB, `PLUGD_PYTHON_MEMORY`).
     pub memory: Option<u64>,
     /// The plugin code, overriding `app_desc.yml` and the folder's name.
     pub name: Option<String>,
@@ -403,9 +404,17 @@ impl BkPlugin {
     }
 }
 
-/// Logs what the plugin logged during an execute or a view, at its level.
+/// Log lines of one execute or view that plugd reads: the host keeps to it, and a project that
+/// appends to the host's list itself is cut here.
+const MAX_LOG_LINES: usize = 1000;
+
+/// Logs what the plugin logged during an execute or a view, at its level (at most [`MAX_LOG_LINES`]).
 fn log(logs: &[(String, String)]) {
-    for (level, line) in logs {
+    if logs.len() > MAX_LOG_LINES {
+        let dropped = logs.len() - MAX_LOG_LINES;
+        tracing::warn!(target: "plugd::plugin", "{dropped} more log lines dropped: at most {MAX_LOG_LINES} per execute");
+    }
+    for (level, line) in logs.iter().take(MAX_LOG_LINES) {
         match level.as_str() {
             "ERROR" | "CRITICAL" => tracing::error!(target: "plugd::plugin", "{line}"),
             "WARNING" => tracing::warn!(target: "plugd::plugin", "{line}"),

@@ -54,6 +54,19 @@ def _setup_logging():
     root.setLevel(logging.INFO)
 
 
+def _not_dumpable():
+    """Makes this host non-dumpable before any project code runs: another process of the same user
+    (another project's host) can then neither read its memory (/proc/<pid>/mem: inputs, storage,
+    callback URLs) nor attach to it. Linux only; elsewhere nothing to do."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_DUMPABLE = 4
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        sys.stderr.write("plugd host: cannot make the host non-dumpable (errno %d)\n" % ctypes.get_errno())
+
+
 def _limit_memory():
     limit = os.environ.get("PLUGD_HOST_MEMORY")
     if limit:
@@ -176,7 +189,8 @@ def _execute(hub, msg):
         return answer("failed", str(error))
     except BaseException as error:  # noqa: BLE001 - SystemExit in a thread included
         logger.exception("[%s] plugin execute raise unexpected error", stage)
-        return answer("unexpected", str(error))
+        # As the framework says it (str), but never nothing: a MemoryError has no message.
+        return answer("unexpected", str(error) or type(error).__name__)
     storage, outputs = context.storage, context.outputs
     interval = getattr(plugin, "_poll_interval", -1)
     if interval != -1:
@@ -358,7 +372,8 @@ def serve(project, threads):
         except BaseException as error:  # noqa: BLE001 - every execute gets an answer
             reply = {"result": "unexpected", "message": "plugd host: %s" % error, "storage": {}, "outputs": {}}
         reply["id"] = msg["id"]
-        reply["logs"] = _local.logs
+        # The list is the execute's to append to (plugd caps what it reads too): kept within the caps.
+        reply["logs"] = (_local.logs or [])[:MAX_LOG_LINES]
         _local.logs = None
         try:
             send(reply)
@@ -384,6 +399,7 @@ def serve(project, threads):
 
 
 def main(argv):
+    _not_dumpable()
     _limit_memory()
     _setup_logging()
     if len(argv) == 3 and argv[1] == "describe":

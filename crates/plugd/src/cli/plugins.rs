@@ -60,7 +60,11 @@ fn reaper() -> PathBuf {
 pub(crate) static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 /// How bk-plugin projects run: `--python` (else `PLUGD_PYTHON`), `PLUGD_PYTHON_HOSTS` hosts per
-/// project, `PLUGD_PYTHON_THREADS` executes at once per host, `PLUGD_PYTHON_MEMORY` MiB per host.
+/// project, `PLUGD_PYTHON_THREADS` executes at once per host, `PLUGD_PYTHON_MEMORY` MiB per host
+/// (1024 unless set: a project that runs away takes down its host, not the machine).
+/// The default of `PLUGD_PYTHON_MEMORY`, in MiB.
+const DEFAULT_PYTHON_MEMORY_MIB: u64 = 1024;
+
 pub(crate) fn python_options() -> CliResult<PythonOptions> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let number = |name: &str| -> CliResult<Option<u64>> {
@@ -83,7 +87,7 @@ pub(crate) fn python_options() -> CliResult<PythonOptions> {
         python: PYTHON.get().cloned().or_else(|| var("PLUGD_PYTHON").map(PathBuf::from)).map(absolute),
         hosts: number("PLUGD_PYTHON_HOSTS")?.map(|n| n as usize),
         threads: number("PLUGD_PYTHON_THREADS")?.map(|n| n as usize),
-        memory: number("PLUGD_PYTHON_MEMORY")?.map(|mib| mib.saturating_mul(1024 * 1024)),
+        memory: Some(number("PLUGD_PYTHON_MEMORY")?.unwrap_or(DEFAULT_PYTHON_MEMORY_MIB).saturating_mul(1024 * 1024)),
         name: None,
     })
 }

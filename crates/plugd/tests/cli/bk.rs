@@ -319,6 +319,57 @@ fn a_host_crash_fails_its_execute_only_and_a_stuck_execute_times_out() {
     assert_eq!(data(&invoke(&server, "9.0.0", json!({}), json!({})))["state"], 4);
 }
 
+/// A version that probes its own host: whether it is dumpable, a flood of log lines appended to the
+/// host's own list (past its cap), and an allocation past the host's memory.
+const PROBE: &str = r#"
+import ctypes
+
+from bk_plugin_framework.kit import Context, InputsModel, Plugin
+
+
+class Probe(Plugin):
+    class Meta:
+        version = "8.0.0"
+        desc = "probes its host"
+
+    class Inputs(InputsModel):
+        mode: str = "dumpable"
+
+    def execute(self, inputs, context: Context):
+        if inputs.mode == "dumpable":
+            PR_GET_DUMPABLE = 3
+            context.outputs["dumpable"] = ctypes.CDLL(None).prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
+        elif inputs.mode == "flood":
+            import __main__
+
+            for i in range(50000):
+                __main__._local.logs.append(["INFO", "flood %d" % i])
+        elif inputs.mode == "memory":
+            context.outputs["bytes"] = len(bytearray(2 * 1024 * 1024 * 1024))
+"#;
+
+#[test]
+fn a_python_host_is_not_dumpable_and_holds_to_its_caps() {
+    let Some(python) = python() else { return };
+    let temp = project(&[("v8_0_0.py", PROBE)]);
+    let (_dir, db) = database();
+    let server = serve(temp.path(), &db, &python, &[("PLUGD_PYTHON_HOSTS", "1")]);
+    // Another project's host (or any process of the user) cannot read this one's memory.
+    let probed = invoke(&server, "8.0.0", json!({"mode": "dumpable"}), json!({}));
+    assert_eq!(data(&probed)["outputs"], json!({"dumpable": 0}), "{probed}");
+    // Log lines appended to the host's own list, past its cap, are cut on both sides.
+    let flooded = invoke(&server, "8.0.0", json!({"mode": "flood"}), json!({}));
+    assert_eq!(data(&flooded)["state"], 4, "{flooded}");
+    let logs = server.get(&format!("/bk_plugin/logs/{}", flooded["trace_id"].as_str().unwrap()));
+    let text = logs["data"]["log"].as_str().unwrap();
+    assert!(text.contains("flood 0") && !text.contains("flood 1000\n"), "{}", &text[..text.len().min(300)]);
+    // A host has 1 GiB of address space by default: a 2 GiB allocation fails the execute, not the machine.
+    let grown = invoke(&server, "8.0.0", json!({"mode": "memory"}), json!({}));
+    let err = data(&grown)["err"].as_str().unwrap().to_owned();
+    assert!(err.contains("MemoryError"), "{err}");
+    assert_eq!(data(&invoke(&server, "8.0.0", json!({}), json!({})))["state"], 4, "the host serves on");
+}
+
 #[test]
 fn polls_resume_after_kill_9_of_the_server() {
     let Some(python) = python() else { return };
