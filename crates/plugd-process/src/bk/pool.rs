@@ -97,6 +97,10 @@ impl HostConfig {
 #[derive(Debug, Deserialize)]
 pub(crate) struct Reply {
     id: u64,
+    /// The nonce of the message it answers: an answer with another one was not written by the
+    /// execute it names.
+    #[serde(default)]
+    nonce: String,
     pub(crate) result: String,
     #[serde(default)]
     pub(crate) message: Option<String>,
@@ -139,7 +143,8 @@ impl std::fmt::Display for HostError {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, String>>>>>;
+/// The executes a host was given and not yet answered: by id, each with its nonce.
+type Pending = Arc<Mutex<HashMap<u64, (String, oneshot::Sender<Result<Reply, String>>)>>>;
 
 /// A running host.
 struct Host {
@@ -229,11 +234,14 @@ impl Pool {
         timeout: Duration,
     ) -> Result<Reply, HostError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Ids are guessable; the nonce is not: one execute cannot answer for another of its host.
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
         message.insert("id".into(), id.into());
+        message.insert("nonce".into(), nonce.clone().into());
         let mut line = Value::Object(message).to_string().into_bytes();
         line.push(b'\n');
         let (tx, rx) = oneshot::channel();
-        host.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        host.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (nonce, tx));
         host.in_flight.fetch_add(1, Ordering::SeqCst);
         let _done = InFlight(host);
         if host.dead.load(Ordering::SeqCst) {
@@ -358,8 +366,19 @@ async fn read_replies(
         match line {
             Ok(Some(line)) => match serde_json::from_str::<Reply>(&line) {
                 Ok(reply) => {
-                    if let Some(tx) = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&reply.id) {
-                        let _ = tx.send(Ok(reply));
+                    let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+                    match pending.get(&reply.id) {
+                        Some((nonce, _)) if *nonce == reply.nonce => {
+                            if let Some((_, tx)) = pending.remove(&reply.id) {
+                                let _ = tx.send(Ok(reply));
+                            }
+                        }
+                        // Code in the host (an execute) wrote it: the real answer still comes.
+                        Some(_) => tracing::warn!(
+                            id = reply.id,
+                            "a Python host wrote an answer for an execute with the wrong nonce: ignored"
+                        ),
+                        None => {}
                     }
                 }
                 Err(e) => break format!("wrote an answer plugd cannot read ({e})"),
@@ -387,7 +406,7 @@ async fn read_replies(
     if !waiting.is_empty() {
         tracing::warn!("the Python host {why}; {} execute(s) under way on it", waiting.len());
     }
-    for (_, tx) in waiting {
+    for (_, (_, tx)) in waiting {
         let _ = tx.send(Err(why.clone()));
     }
 }

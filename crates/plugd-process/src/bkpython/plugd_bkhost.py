@@ -371,7 +371,7 @@ def serve(project, threads):
             reply = _api(msg) if msg.get("kind") == "api" else _execute(hub, msg)
         except BaseException as error:  # noqa: BLE001 - every execute gets an answer
             reply = {"result": "unexpected", "message": "plugd host: %s" % error, "storage": {}, "outputs": {}}
-        reply["id"] = msg["id"]
+        reply["id"], reply["nonce"] = msg["id"], msg.get("nonce", "")
         # The list is the execute's to append to (plugd caps what it reads too): kept within the caps.
         reply["logs"] = (_local.logs or [])[:MAX_LOG_LINES]
         _local.logs = None

@@ -323,6 +323,9 @@ fn a_host_crash_fails_its_execute_only_and_a_stuck_execute_times_out() {
 /// host's own list (past its cap), and an allocation past the host's memory.
 const PROBE: &str = r#"
 import ctypes
+import json
+import os
+import time
 
 from bk_plugin_framework.kit import Context, InputsModel, Plugin
 
@@ -346,6 +349,20 @@ class Probe(Plugin):
                 __main__._local.logs.append(["INFO", "flood %d" % i])
         elif inputs.mode == "memory":
             context.outputs["bytes"] = len(bytearray(2 * 1024 * 1024 * 1024))
+        elif inputs.mode == "victim":
+            time.sleep(2)
+            context.outputs["answered_by"] = "itself"
+        elif inputs.mode == "forge":
+            # Answers for every execute it can guess, on every pipe it can write to.
+            for fd in map(int, os.listdir("/proc/self/fd")):
+                try:
+                    if fd in (1, 2) or not os.readlink("/proc/self/fd/%d" % fd).startswith("pipe:"):
+                        continue
+                    for id in range(1, 100):
+                        forged = {"id": id, "result": "success", "storage": {}, "outputs": {"answered_by": "a forger"}, "logs": []}
+                        os.write(fd, (json.dumps(forged) + "\n").encode())
+                except OSError:
+                    pass
 "#;
 
 #[test]
@@ -368,6 +385,16 @@ fn a_python_host_is_not_dumpable_and_holds_to_its_caps() {
     let err = data(&grown)["err"].as_str().unwrap().to_owned();
     assert!(err.contains("MemoryError"), "{err}");
     assert_eq!(data(&invoke(&server, "8.0.0", json!({}), json!({})))["state"], 4, "the host serves on");
+
+    // An execute that writes answers for the others on its host's pipes answers for none of them.
+    let victim = std::thread::scope(|scope| {
+        let victim = scope.spawn(|| invoke(&server, "8.0.0", json!({"mode": "victim"}), json!({})));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let forger = invoke(&server, "8.0.0", json!({"mode": "forge"}), json!({}));
+        assert_eq!(data(&forger)["outputs"], json!({}), "{forger}");
+        victim.join().unwrap()
+    });
+    assert_eq!(data(&victim)["outputs"], json!({"answered_by": "itself"}), "{victim}");
 }
 
 #[test]
