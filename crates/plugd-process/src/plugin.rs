@@ -34,6 +34,9 @@ pub struct ProcessOptions {
     /// The user plugin processes run as (executes, not `install` commands); `None`: plugd's own.
     /// Each execute's temp folder is given to that user.
     pub plugin_user: Option<PluginUser>,
+    /// Users of particular plugins or bk-plugin projects, by code, instead of [`Self::plugin_user`]:
+    /// projects that must not reach each other's processes run as users of their own.
+    pub users_by_code: std::collections::BTreeMap<String, PluginUser>,
     /// Plugins see plugd's whole environment, less plugd's secrets: under `plugd run` and
     /// `plugd hooks` the caller is the user, or a CI job whose variables (`TAG_NAME`, `CI_COMMIT_*`,
     /// `GITHUB_REF`) a step expects, as every CI runner hands them. Off (`plugd serve`), the
@@ -53,8 +56,17 @@ impl Default for ProcessOptions {
             default_timeout: DEFAULT_PROCESS_TIMEOUT,
             reaper: None,
             plugin_user: None,
+            users_by_code: Default::default(),
             inherit_env: false,
         }
+    }
+}
+
+impl ProcessOptions {
+    /// The user the plugin or project `code` runs as: its own if it has one, else
+    /// [`Self::plugin_user`], else plugd's (`None`).
+    pub fn user_for(&self, code: &str) -> Option<&PluginUser> {
+        self.users_by_code.get(code).or(self.plugin_user.as_ref())
     }
 }
 
@@ -238,7 +250,8 @@ impl ProcessPlugin {
                 (built.argv, built.status)
             }
         };
-        if let Some(user) = &self.options.plugin_user {
+        let user = self.options.user_for(&self.info.name);
+        if let Some(user) = user {
             // The folder last: until then no one else can reach what is in it.
             for path in [&outputs_file, &reports_file, &temp.path().to_owned()] {
                 std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid))
@@ -254,7 +267,7 @@ impl ProcessPlugin {
             timeout: self.timeout,
             echo: self.options.echo,
             reaper: self.options.reaper.as_deref(),
-            user: self.options.plugin_user.as_ref(),
+            user,
         })
         .await?;
         if finished.timed_out {

@@ -271,7 +271,7 @@ pub fn load_bk(dir: &Path, options: &ProcessOptions, python: &PythonOptions) -> 
         project: dir.clone(),
         env: host_env(options, python, &dir),
         reaper: options.reaper.clone(),
-        user: options.plugin_user.clone(),
+        user: options.user_for(&code).cloned(),
         threads: python.threads.unwrap_or(DEFAULT_THREADS).max(1),
         hosts: python
             .hosts

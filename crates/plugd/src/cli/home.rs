@@ -48,7 +48,7 @@ pub(crate) fn install(
 
 /// `plugd install ./project` of a bk-plugin project: a copy with its own `.venv/` and requirements.
 fn install_bk(source: &Path, force: bool, name: Option<String>) -> CliResult {
-    let options = super::plugins::process_options(super::plugins::RunFor::User, None)?;
+    let options = super::plugins::process_options(super::plugins::RunFor::User, &[])?;
     let python = plugd_process::PythonOptions { name, ..super::plugins::python_options()? };
     let home_dir = home::plugd_home();
     let (installed, project) = runtime()?

@@ -105,7 +105,7 @@ fn values(set: &[String]) -> CliResult<TemplateValues> {
 }
 
 fn load(builder: RegistryBuilder, file: &FileArgs) -> CliResult<(HooksFile, std::sync::Arc<plugd_core::Registry>)> {
-    let options = super::plugins::process_options(super::plugins::RunFor::User, file.plugin_user.as_deref())?;
+    let options = super::plugins::process_options(super::plugins::RunFor::User, file.plugin_user.as_slice())?;
     let registry = super::plugins::build(super::plugins::with_installed(builder, &options))?;
     let hooks = HooksFile::load(&file.config, &registry).map_err(|e| CliError::Usage(e.to_string()))?;
     Ok((hooks, registry))

@@ -26,16 +26,29 @@ pub(crate) enum RunFor {
 
 /// How process plugins run for `caller`, with the default execute timeout from
 /// `PLUGD_PROCESS_TIMEOUT` (10 minutes without it), under this binary as their reaper, and as
-/// `plugin_user` if given (`--plugin-user`). The `command` plugin runs the same way.
-pub(crate) fn process_options(caller: RunFor, plugin_user: Option<&str>) -> CliResult<ProcessOptions> {
+/// the users `plugin_users` names (`--plugin-user`: `NAME` for every plugin, `CODE=NAME` for one
+/// plugin or bk-plugin project). The `command` plugin runs as the user for every plugin.
+pub(crate) fn process_options(caller: RunFor, plugin_users: &[String]) -> CliResult<ProcessOptions> {
     // Run for the user (or their CI job): plugins show their output and see the caller's
     // environment, as any CI runner hands a step its job's. Served: neither.
     let for_user = caller == RunFor::User;
     let mut options =
         ProcessOptions { echo: for_user, inherit_env: for_user, reaper: Some(reaper()), ..ProcessOptions::default() };
-    if let Some(name) = plugin_user {
+    for given in plugin_users.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
+        let (code, name) = match given.split_once('=') {
+            Some((code, name)) if plugd_core::is_valid_name(code) => (Some(code), name),
+            Some(_) => return Err(CliError::Usage(format!("--plugin-user {given}: expected NAME or CODE=NAME"))),
+            None => (None, given),
+        };
         let user = PluginUser::lookup(name).map_err(|e| CliError::Usage(format!("--plugin-user {name}: {e}")))?;
-        options.plugin_user = Some(user);
+        let taken = match code {
+            Some(code) => options.users_by_code.insert(code.to_owned(), user).is_some(),
+            None => options.plugin_user.replace(user).is_some(),
+        };
+        if taken {
+            let whose = code.map_or_else(|| "every plugin".to_owned(), |code| format!("{code:?}"));
+            return Err(CliError::Usage(format!("--plugin-user {given}: a user for {whose} is given twice")));
+        }
     }
     if let Some(raw) = std::env::var("PLUGD_PROCESS_TIMEOUT").ok().filter(|raw| !raw.is_empty()) {
         options.default_timeout =

@@ -90,8 +90,9 @@ pub(crate) fn run(plugins: RegistryBuilder, args: RunArgs, verbose: bool) -> Cli
         return if args.options.help { Ok(ExitCode::SUCCESS) } else { Err(CliError::Usage("missing <PLUGIN>".into())) };
     };
     // Process plugins show their output as it comes.
-    let plugin_user = std::env::var("PLUGD_PLUGIN_USER").ok().filter(|user| !user.is_empty());
-    let options = super::plugins::process_options(super::plugins::RunFor::User, plugin_user.as_deref())?;
+    let plugin_users: Vec<String> =
+        std::env::var("PLUGD_PLUGIN_USER").map(|v| v.split(',').map(str::to_owned).collect()).unwrap_or_default();
+    let options = super::plugins::process_options(super::plugins::RunFor::User, &plugin_users)?;
     let (registry, spec, folder) = super::plugins::for_spec(plugins, &spec, &options)?;
     let plugin = lookup(&registry, &spec)?;
     let input_fields = fields(&plugin.schemas.inputs);

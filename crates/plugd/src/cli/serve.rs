@@ -148,9 +148,11 @@ pub(crate) struct ServeArgs {
     /// A file holding the callback signing secret (also PLUGD_CALLBACK_SECRET) [default: generated, kept in the database].
     #[arg(long, env = "PLUGD_CALLBACK_SECRET_FILE")]
     callback_secret_file: Option<PathBuf>,
-    /// Run process plugins and the command plugin as this user (plugd must run as root).
-    #[arg(long, env = "PLUGD_PLUGIN_USER", value_name = "NAME")]
-    plugin_user: Option<String>,
+    /// Run process plugins, bk-plugin projects and the command plugin as this user (plugd must run as
+    /// root); `CODE=NAME` runs only that plugin or project as NAME, so that projects which must not
+    /// reach each other's processes run as users of their own. Repeat, or comma-separate.
+    #[arg(long, env = "PLUGD_PLUGIN_USER", value_name = "[CODE=]NAME", value_delimiter = ',')]
+    plugin_user: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -405,7 +407,7 @@ pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) ->
     // Report files must be inside the folder plugins run in, which holds none of plugd's own.
     config.workspace = args.workspace.clone().unwrap_or(default_workspace);
     check_workspace(&config.workspace, &own_files(&args, path.as_deref()))?;
-    let mut options = super::plugins::process_options(super::plugins::RunFor::Server, args.plugin_user.as_deref())?;
+    let mut options = super::plugins::process_options(super::plugins::RunFor::Server, &args.plugin_user)?;
     options.workspace = config.workspace.clone();
     let (builder, folders) = super::plugins::with_dirs(plugins.without(&disabled), &args.plugins, &options)?;
     let registry = super::plugins::build(builder)?;

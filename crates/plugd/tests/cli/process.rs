@@ -620,6 +620,30 @@ fn plugins_run_as_the_plugin_user() {
     assert_eq!(status, 200, "{done}");
     let done: Value = serde_json::from_str(&done).unwrap();
     assert_eq!(done["data"]["outputs"], json!({"uid": 65534, "groups": "65534"}), "{done}");
+    drop(_server);
+
+    // A user of its own for one plugin (a project that must not reach the others' processes).
+    let other = dir.path().join("plugins/whoami-too");
+    write(
+        &other,
+        "plugin.yaml",
+        &std::fs::read_to_string(plugin.join("plugin.yaml")).unwrap().replace("id: whoami\n", "id: whoami-too\n"),
+    );
+    write(&other, "run.sh", &std::fs::read_to_string(plugin.join("run.sh")).unwrap());
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_server, base) = serve_in(
+        &workspace,
+        &dir.path().join("plugd-2.db"),
+        &["--plugins", plugins.to_str().unwrap(), "--plugin-user", "whoami=daemon,nobody"],
+    );
+    for (plugin, uid) in [("whoami", 1), ("whoami-too", 65534)] {
+        let (status, done) = post(&format!("{base}/plugins/{plugin}/bk_plugin/invoke/1.0.0"), &body);
+        assert_eq!(status, 200, "{done}");
+        let done: Value = serde_json::from_str(&done).unwrap();
+        assert_eq!(done["data"]["outputs"]["uid"], uid, "{plugin}: {done}");
+    }
+    let out = Plugd::new(&["run", folder]).env("PLUGD_PLUGIN_USER", "whoami=daemon,whoami=nobody").run().assert_code(2);
+    assert_eq!(out.stderr, "error: --plugin-user whoami=nobody: a user for \"whoami\" is given twice\n");
 
     // An unknown user, or a plugd that is not root: usage errors.
     let out = Plugd::new(&["run", folder]).env("PLUGD_PLUGIN_USER", "no-such-user").run().assert_code(2);
