@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// A connection whose client has read nothing of what the server writes for this long is closed.
     pub write_timeout: Duration,
+    /// The memory that large answers being sent may hold at once, in bytes; beyond it a large answer
+    /// is replaced by a 503.
+    pub max_answer_memory: usize,
     /// Event streams (the panel's live view of an invocation) open at once; one app may hold a
     /// quarter of them.
     pub max_event_streams: usize,
@@ -122,6 +125,7 @@ impl ServerConfig {
             write_timeout: Duration::from_secs(30),
             max_outputs: 1024 * 1024,
             max_event_streams: 256,
+            max_answer_memory: 256 * 1024 * 1024,
             workspace: std::path::PathBuf::from("."),
             max_report_bytes: 50 * 1024 * 1024,
             auth: AuthConfig::default(),

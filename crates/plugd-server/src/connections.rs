@@ -15,6 +15,7 @@ use std::time::Instant;
 use axum::body::{Body, HttpBody};
 use axum::http::{Request, Response};
 use hyper::body::Incoming;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 fn now_ms() -> u64 {
@@ -105,10 +106,52 @@ impl Drop for Busy {
     }
 }
 
-/// An answer's body that keeps its request counted as under way until it is sent.
+/// An answer's body that keeps its request counted as under way, and its bytes counted against the
+/// memory budget of answers, until it is sent.
 struct Counted {
     body: Body,
     _busy: Busy,
+    _held: Option<OwnedSemaphorePermit>,
+}
+
+/// Answers at least this large count against [`Answers`]' budget while they are being sent.
+const LARGE_ANSWER: u64 = 64 * 1024;
+
+/// The memory that answers being sent may hold at once (`--max-answer-memory`): a client that asks
+/// for large answers (an invocation, a report file) and reads them slowly or not at all holds their
+/// bytes until it has them. Counted in KiB.
+#[derive(Debug, Clone)]
+pub(crate) struct Answers {
+    budget: Arc<Semaphore>,
+    /// The budget, in KiB.
+    kib: u32,
+    max_bytes: usize,
+}
+
+impl Answers {
+    pub(crate) fn new(max_bytes: usize) -> Answers {
+        let kib = u32::try_from(max_bytes / 1024).unwrap_or(u32::MAX).min(Semaphore::MAX_PERMITS as u32).max(1);
+        Answers { budget: Arc::new(Semaphore::new(kib as usize)), kib, max_bytes }
+    }
+
+    /// A share of the budget for an answer of `bytes` (an answer larger than the whole budget takes
+    /// all of it), or the 503 that replaces it.
+    fn hold(&self, bytes: u64) -> Result<Option<OwnedSemaphorePermit>, Response<Body>> {
+        if bytes < LARGE_ANSWER {
+            return Ok(None);
+        }
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).min(self.kib);
+        match self.budget.clone().try_acquire_many_owned(kib) {
+            Ok(permit) => Ok(Some(permit)),
+            Err(_) => {
+                let message = format!(
+                    "the server holds {} MiB of answers being sent, its most (--max-answer-memory): retry later",
+                    self.max_bytes >> 20
+                );
+                Err(crate::api::fail(axum::http::StatusCode::SERVICE_UNAVAILABLE, &message, None))
+            }
+        }
+    }
 }
 
 impl HttpBody for Counted {
@@ -131,10 +174,12 @@ impl HttpBody for Counted {
     }
 }
 
-/// `inner`, with each request counted on `slot` while it is under way.
+/// `inner`, with each request counted on `slot` while it is under way, and large answers held
+/// within `answers`' budget.
 pub(crate) struct Tracked<S> {
     pub(crate) inner: S,
     pub(crate) slot: Arc<Slot>,
+    pub(crate) answers: Answers,
 }
 
 type Answer<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
@@ -151,13 +196,37 @@ where
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let busy = Busy::new(self.slot.clone());
         let answer = self.inner.call(request);
-        Box::pin(async move { Ok(answer.await?.map(|body| Body::new(Counted { body, _busy: busy }))) })
+        let answers = self.answers.clone();
+        Box::pin(async move {
+            let response = answer.await?;
+            let held = match response.body().size_hint().exact().map(|bytes| answers.hold(bytes)) {
+                None | Some(Ok(None)) => None,
+                Some(Ok(held)) => held,
+                Some(Err(refused)) => return Ok(refused),
+            };
+            Ok(response.map(|body| Body::new(Counted { body, _busy: busy, _held: held })))
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_answers_share_a_budget_small_ones_do_not_count() {
+        let answers = Answers::new(1024 * 1024);
+        assert!(answers.hold(60 * 1024).unwrap().is_none(), "a small answer is not counted");
+        let first = answers.hold(900 * 1024).unwrap().expect("held");
+        let refused = answers.hold(200 * 1024).unwrap_err();
+        assert_eq!(refused.status(), 503);
+        assert!(answers.hold(1000).unwrap().is_none(), "small answers still pass");
+        drop(first);
+        let whole = answers.hold(5 * 1024 * 1024).unwrap().expect("larger than the budget: all of it");
+        assert!(answers.hold(64 * 1024).is_err());
+        drop(whole);
+        assert!(answers.hold(64 * 1024).unwrap().is_some());
+    }
 
     #[test]
     fn the_longest_idle_goes_first_and_busy_ones_stay() {

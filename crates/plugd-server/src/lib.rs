@@ -122,6 +122,7 @@ pub async fn serve(
         config.max_connections,
         config.header_read_timeout,
         config.write_timeout,
+        config.max_answer_memory,
         config.grace_period,
         stop.clone(),
     )

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::fail;
-use crate::connections::{Connections, Tracked};
+use crate::connections::{Answers, Connections, Tracked};
 use crate::state::AppState;
 use crate::write_deadline::{Stall, Watched};
 
@@ -38,11 +38,13 @@ pub(crate) async fn serve_http(
     max_connections: usize,
     header_read_timeout: Duration,
     write_timeout: Duration,
+    max_answer_memory: usize,
     grace: Duration,
     stop: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let connections = Arc::new(Connections::default());
+    let answers = Answers::new(max_answer_memory);
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
@@ -80,7 +82,8 @@ pub(crate) async fn serve_http(
         let (slot, registered) = connections.open();
         let stall = Arc::new(Stall::default());
         let stream = Watched::new(stream, stall.clone());
-        let service = Tracked { inner: TowerToHyperService::new(app.clone()), slot: slot.clone() };
+        let service =
+            Tracked { inner: TowerToHyperService::new(app.clone()), slot: slot.clone(), answers: answers.clone() };
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             tokio::select! {

@@ -86,6 +86,10 @@ pub(crate) struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PLUGD_MAX_BODY", default_value_t = 1024 * 1024)]
     max_body: usize,
+    /// The memory that large answers (64 KiB and more) being sent may hold at once, in bytes: a client
+    /// that asks for many and reads them slowly holds them; beyond it, such an answer is a 503.
+    #[arg(long, env = "PLUGD_MAX_ANSWER_MEMORY", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65536..))]
+    max_answer_memory: u64,
     /// Event streams (the panel's live view of an invocation) open at once; one app may hold a quarter.
     #[arg(long, env = "PLUGD_MAX_EVENT_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     max_event_streams: u32,
@@ -252,6 +256,7 @@ fn config(args: &ServeArgs) -> CliResult<ServerConfig> {
     config.max_body = args.max_body;
     config.max_outputs = usize::try_from(args.max_outputs).unwrap_or(usize::MAX);
     config.max_event_streams = args.max_event_streams as usize;
+    config.max_answer_memory = usize::try_from(args.max_answer_memory).unwrap_or(usize::MAX);
     config.max_connections = match args.max_connections {
         Some(n) => n as usize,
         None => default_max_connections(),
