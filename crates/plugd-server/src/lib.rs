@@ -116,17 +116,7 @@ pub async fn serve(
         http_stop.cancel();
     });
     let config = &state.config;
-    listener::serve_http(
-        listener,
-        app,
-        config.max_connections,
-        config.header_read_timeout,
-        config.write_timeout,
-        config.max_answer_memory,
-        config.grace_period,
-        stop.clone(),
-    )
-    .await;
+    listener::serve_http(listener, app, config, stop.clone()).await;
     stop.cancel();
     for task in background {
         let _ = task.await;

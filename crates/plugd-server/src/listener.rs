@@ -27,27 +27,21 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::fail;
+use crate::config::ServerConfig;
 use crate::connections::{Answers, Connections, Tracked};
 use crate::state::AppState;
 use crate::write_deadline::{Stall, Watched};
 
-/// Serves `app` on `listener` until `stop`, then lets open requests finish within `grace`.
-pub(crate) async fn serve_http(
-    listener: TcpListener,
-    app: Router,
-    max_connections: usize,
-    header_read_timeout: Duration,
-    write_timeout: Duration,
-    max_answer_memory: usize,
-    grace: Duration,
-    stop: CancellationToken,
-) {
+/// Serves `app` on `listener` until `stop`, then lets open requests finish within the grace
+/// period; `config` gives the caps and deadlines of connections.
+pub(crate) async fn serve_http(listener: TcpListener, app: Router, config: &ServerConfig, stop: CancellationToken) {
+    let (max_connections, write_timeout) = (config.max_connections, config.write_timeout);
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let connections = Arc::new(Connections::default());
-    let answers = Answers::new(max_answer_memory);
+    let answers = Answers::new(config.max_answer_memory);
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    http.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -98,7 +92,7 @@ pub(crate) async fn serve_http(
             drop((registered, permit));
         });
     }
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(config.grace_period, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after the grace period are closed");
     }
 }
