@@ -201,7 +201,8 @@ fn describe(method: &str, path: &str) -> Operation {
             "url": {"type": "string", "pattern": "^/bk_plugin/plugin_api/"},
             "method": {"type": "string", "pattern": "^([gG][eE][tT]|[pP][oO][sS][tT])$"},
             "username": {"type": "string"}, "data": {"type": ["object", "null"]},
-            "dumped_data": {"type": ["string", "null"], "description": "A JSON object, encoded as a string, merged into data."}}}))
+            "dumped_data": {"type": ["string", "null"], "pattern": "^\\s*\\{", "contentMediaType": "application/json",
+                "description": "A JSON object, encoded as a string, merged into data."}}}))
         .error("400", invalid_input)
         .error("403", scope)
         .error("404", "The plugin has no such API.")
@@ -375,7 +376,14 @@ pub(crate) fn document(state: &AppState) -> Value {
                     continue;
                 }
                 if openapi_path.contains(&format!("{{{name}}}")) {
-                    parameters.push(path_parameter(name, json!({"type": "string"}), description));
+                    // A token is `{trace_id}.{callback_id}.{expires}.{signature}`, spelt only as issued
+                    // (`SignedCallbacks`): any other string is refused before its signature is checked.
+                    let schema = match name {
+                        "token" => json!({"type": "string",
+                            "pattern": "^[0-9a-f]{32}\\.[0-9a-f]{32}\\.(0|[1-9][0-9]*)\\.[0-9a-f]{64}$"}),
+                        _ => json!({"type": "string"}),
+                    };
+                    parameters.push(path_parameter(name, schema, description));
                 }
             }
 
