@@ -200,7 +200,10 @@ where
         Box::pin(async move {
             let response = answer.await?;
             let held = match response.body().size_hint().exact().map(|bytes| answers.hold(bytes)) {
-                None | Some(Ok(None)) => None,
+                // A small answer of known size is as good as sent (hyper buffers it whole): the
+                // request is over now, and the body needs no wrapping (the common case, kept cheap).
+                Some(Ok(None)) => return Ok(response),
+                None => None,
                 Some(Ok(held)) => held,
                 Some(Err(refused)) => return Ok(refused),
             };
