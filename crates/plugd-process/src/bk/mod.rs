@@ -28,9 +28,18 @@ use serde_json::{json, Map, Value};
 use crate::spawn::{ENV_ALLOWLIST, WITHHELD_ENV};
 use crate::{LoadError, ProcessOptions};
 
-/// The files plugd writes for the host: the kit and the host script.
-const KIT: [(&str, &str); 6] = [
+/// The files plugd writes for the host: the kit, the host script and its package (`plugd_host`,
+/// found beside the script like the kit: Python puts the script's folder first on `sys.path`).
+const KIT: [(&str, &str); 14] = [
     ("plugd_bkhost.py", include_str!("../bkpython/plugd_bkhost.py")),
+    ("plugd_host/__init__.py", include_str!("../bkpython/plugd_host/__init__.py")),
+    ("plugd_host/protocol.py", include_str!("../bkpython/plugd_host/protocol.py")),
+    ("plugd_host/process_limits.py", include_str!("../bkpython/plugd_host/process_limits.py")),
+    ("plugd_host/log_capture.py", include_str!("../bkpython/plugd_host/log_capture.py")),
+    ("plugd_host/project.py", include_str!("../bkpython/plugd_host/project.py")),
+    ("plugd_host/describe.py", include_str!("../bkpython/plugd_host/describe.py")),
+    ("plugd_host/execute.py", include_str!("../bkpython/plugd_host/execute.py")),
+    ("plugd_host/django_emulation.py", include_str!("../bkpython/plugd_host/django_emulation.py")),
     ("bk_plugin_framework/__init__.py", include_str!("../bkpython/bk_plugin_framework/__init__.py")),
     ("bk_plugin_framework/constants.py", include_str!("../bkpython/bk_plugin_framework/constants.py")),
     ("bk_plugin_framework/kit/__init__.py", include_str!("../bkpython/bk_plugin_framework/kit/__init__.py")),
