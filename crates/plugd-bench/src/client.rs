@@ -29,6 +29,12 @@ impl Run {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// Its latencies, for the summary.
+    pub(crate) fn latency(&self) -> String {
+        let (p50, p99) = (percentile(&self.latencies, 0.50), percentile(&self.latencies, 0.99));
+        format!("p50 {p50:.2} ms, p99 {p99:.2} ms, {} errors", self.errors)
+    }
+
     /// The run's line after its rate: its latencies and how many went well or not.
     pub(crate) fn summary(&self) -> String {
         format!(

@@ -31,6 +31,7 @@ mod client;
 mod pg;
 mod rolling;
 mod server;
+mod summary;
 
 use std::time::{Duration, Instant};
 
@@ -39,13 +40,18 @@ use serde_json::json;
 
 use client::{percentile, Client};
 use server::Server;
+use summary::Summary;
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks of plugd serve")]
 struct Args {
-    /// The plugd binary [default: next to this one].
+    /// The plugd binary [default: next to this one]. Repeat to compare builds in one run: each
+    /// round runs every scenario on each build in turn, and the summary gives their ratios.
     #[arg(long)]
-    plugd: Option<std::path::PathBuf>,
+    plugd: Vec<std::path::PathBuf>,
+    /// Rounds of every scenario on every build (their median goes into the summary).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Seconds per concurrency level in scenario 1.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -89,41 +95,57 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = Args::parse();
-    let plugd =
-        args.plugd.clone().unwrap_or_else(|| std::env::current_exe().expect("own path").with_file_name("plugd"));
+    let builds = match args.plugd.is_empty() {
+        true => vec![std::env::current_exe().expect("own path").with_file_name("plugd")],
+        false => args.plugd.clone(),
+    };
     println!(
-        "plugd-bench: {} on {} cores",
-        plugd.display(),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "plugd-bench: {} on {} cores, {} round(s)",
+        builds.iter().map(|b| b.display().to_string()).collect::<Vec<_>>().join(" and "),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        args.rounds
     );
+    let mut summary = Summary::default();
+    for round in 1..=args.rounds.max(1) {
+        for plugd in &builds {
+            println!("\n== round {round}: {}", plugd.display());
+            summary.set_build(&plugd.display().to_string());
+            run_scenarios(plugd, &args, &mut summary).await;
+        }
+    }
+    summary.print();
+}
+
+/// Every scenario `--only` selects, on one build.
+async fn run_scenarios(plugd: &std::path::Path, args: &Args, summary: &mut Summary) {
     let db = args.db.as_deref();
     if args.only.contains(&1) {
-        sync_invokes(&plugd, &args).await;
+        sync_invokes(plugd, args, summary).await;
     }
     if args.only.contains(&2) {
-        poll_lateness(&plugd, db, args.polls).await;
+        poll_lateness(plugd, db, args.polls, summary).await;
     }
     if args.only.contains(&3) {
-        suspended_callbacks(&plugd, db, args.suspended).await;
+        suspended_callbacks(plugd, db, args.suspended, summary).await;
     }
     if args.only.contains(&4) {
-        process_overhead(&plugd, args.runs);
+        process_overhead(plugd, args.runs, summary);
     }
     if args.only.contains(&5) {
-        gitlab_batch(&plugd, args.gitlab_projects).await;
+        gitlab_batch(plugd, args.gitlab_projects, summary).await;
     }
     if args.only.contains(&6) {
-        bk_project(&plugd, &args).await;
+        bk_project(plugd, args, summary).await;
     }
     if args.only.contains(&7) {
         match db {
-            Some(db) => three_nodes(&plugd, db, args.nodes_timers, &args.nodes_lease).await,
+            Some(db) => three_nodes(plugd, db, args.nodes_timers, &args.nodes_lease, summary).await,
             None => println!("\n7. three nodes on one database: skipped (needs --db postgres://...)"),
         }
     }
     if args.only.contains(&8) {
         match db {
-            Some(db) => rolling::nodes_that_differ(&plugd, db, args.rolling_timers).await,
+            Some(db) => rolling::nodes_that_differ(plugd, db, args.rolling_timers, summary).await,
             None => println!("\n8. nodes that differ: skipped (needs --db postgres://...)"),
         }
     }
@@ -169,7 +191,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-async fn bk_project(plugd: &std::path::Path, args: &Args) {
+async fn bk_project(plugd: &std::path::Path, args: &Args, summary: &mut Summary) {
     let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = args.python.clone().unwrap_or_else(|| {
         let venv = here.join("../../target/bk-python-venv/bin/python");
@@ -198,18 +220,21 @@ async fn bk_project(plugd: &std::path::Path, args: &Args) {
     let report = |what: &str, run: &client::Run| println!("   {what}: {:>7.0} {}", run.rate(), run.summary());
     let sync = client.run(16, duration, "/plugins/bk-demo/bk_plugin/invoke/1.0.0", &body).await;
     report("1.0.0 (sync), concurrency 16", &sync);
-    println!("     target: 5x the Python framework's ~820/s = 4100/s, p99 under 20 ms");
+    println!("     target: 10x the Python framework's ~820/s = 8200/s, p99 under 20 ms");
+    summary.rate("6. Python bk-plugin invokes, c=16", sync.rate(), "invokes/s", sync.latency());
 
     // What the host adds: the same invoke, one at a time, against hello@2.0.0 (the same greeting in Rust).
     let python_one = client.run(1, duration, "/plugins/bk-demo/bk_plugin/invoke/1.0.0", &body).await;
     let rust_one = client.run(1, duration, "/plugins/hello/bk_plugin/invoke/2.0.0", &body).await;
     report("1.0.0 (Python), concurrency 1", &python_one);
     report("hello@2.0.0 (Rust), concurrency 1", &rust_one);
+    let added = |q: f64| percentile(&python_one.latencies, q) - percentile(&rust_one.latencies, q);
     println!(
         "     the host adds {:.3} ms per execute at p50 ({:.3} ms at p99) over the plugin itself (target: under 1 ms)",
-        percentile(&python_one.latencies, 0.50) - percentile(&rust_one.latencies, 0.50),
-        percentile(&python_one.latencies, 0.99) - percentile(&rust_one.latencies, 0.99)
+        added(0.50),
+        added(0.99)
     );
+    summary.time("6. Python host's cost per execute, p50", added(0.50), "ms", format!("p99 {:.3} ms", added(0.99)));
 
     // A POLL round: 1.1.0 waits one second (wait_poll(1)), then succeeds.
     let every = Duration::from_millis(2);
@@ -224,6 +249,7 @@ async fn bk_project(plugd: &std::path::Path, args: &Args) {
         )
         .await;
     let beyond = |q: f64| percentile(&rounds, q) - 1000.0;
+    summary.time("6. Python POLL round beyond 1 s, p99", beyond(0.99), "ms", format!("p50 {:.2} ms", beyond(0.50)));
     println!(
         "   1.1.0 POLL round (wait_poll(1)), {} invocations 8 at a time: invoke answer -> SUCCESS seen {:.2} ms beyond the 1 s interval at p50, {:.2} ms at p99 (watched every {} ms; target: under 5 ms)",
         rounds.len(),
@@ -243,7 +269,7 @@ async fn bk_project(plugd: &std::path::Path, args: &Args) {
     server.stop();
 }
 
-async fn gitlab_batch(plugd: &std::path::Path, count: usize) {
+async fn gitlab_batch(plugd: &std::path::Path, count: usize, summary: &mut Summary) {
     use plugd_gitlab::fake::{FakeGitlab, FakeProject};
     let poll = Duration::from_secs(1);
     println!("\n5. plugd gitlab run-ci over {count} projects (fake GitLab: 20 ms per request, pipelines of 3 to 10 s, --poll-interval 1s)");
@@ -301,16 +327,19 @@ async fn gitlab_batch(plugd: &std::path::Path, count: usize) {
         .unwrap_or(0);
     let total: u64 = (0..count).map(|i| gitlab.requests(&format!("bench/p{i:03}"))).sum();
     let tags = std::fs::read_to_string(&out).map(|t| t.lines().count().saturating_sub(1)).unwrap_or(0);
+    let beyond = wall.as_secs_f64() - slowest.as_secs_f64();
+    let per_project = total as f64 / count as f64;
+    let detail = format!("exit {}, {tags} tags, {per_project:.2} requests per project", status.code().unwrap_or(-1));
+    summary.time(&format!("5. gitlab run-ci, {count} projects, beyond slowest"), beyond, "s", detail);
     println!(
         "   exit {}: {tags} tags; wall {:.2} s against the slowest pipeline {:.2} s (+{:.2} s; target: within 2 poll intervals = 2 s)",
         status.code().unwrap_or(-1),
         wall.as_secs_f64(),
         slowest.as_secs_f64(),
-        wall.as_secs_f64() - slowest.as_secs_f64()
+        beyond
     );
     println!(
-        "   requests: {total} in all, {:.2} per project; worst project {} the allowance ceil(duration / poll) + 4",
-        total as f64 / count as f64,
+        "   requests: {total} in all, {per_project:.2} per project; worst project {} the allowance ceil(duration / poll) + 4",
         if worst_excess <= 0 { format!("{} under", -worst_excess) } else { format!("{worst_excess} OVER") }
     );
 }
@@ -329,7 +358,7 @@ fn median_ms(runs: usize, mut command: impl FnMut() -> std::process::Command) ->
     times[times.len() / 2]
 }
 
-fn process_overhead(plugd: &std::path::Path, runs: usize) {
+fn process_overhead(plugd: &std::path::Path, runs: usize, summary: &mut Summary) {
     println!("\n4. plugd run ./shell-plugin against the same script run directly ({runs} runs each)");
     let dir = tempfile::tempdir().expect("a temp dir");
     let plugin = dir.path().join("greet");
@@ -355,9 +384,11 @@ fn process_overhead(plugd: &std::path::Path, runs: usize) {
         "   median: script {direct:.2} ms, plugd run {through_plugd:.2} ms: {:.2} ms added",
         through_plugd - direct
     );
+    let detail = format!("script {direct:.2} ms, plugd run {through_plugd:.2} ms");
+    summary.time("4. plugd run over the script, median", through_plugd - direct, "ms added", detail);
 }
 
-async fn sync_invokes(plugd: &std::path::Path, args: &Args) {
+async fn sync_invokes(plugd: &std::path::Path, args: &Args, summary: &mut Summary) {
     let admin = args.db.as_deref();
     println!("\n1. synchronous hello invokes, recorded in {} ({}s per level)", backend(admin), args.seconds);
     let (server, db) = start(plugd, admin, &[]).await;
@@ -367,11 +398,13 @@ async fn sync_invokes(plugd: &std::path::Path, args: &Args) {
             .run(concurrency, Duration::from_secs(args.seconds), "/bk_plugin/invoke/2.0.0", &body)
             .await;
         println!("   concurrency {concurrency:>3}: {:>8.0} {}", run.rate(), run.summary());
+        let scenario = format!("1. hello invokes, {}, c={concurrency}", backend(admin));
+        summary.rate(&scenario, run.rate(), "invokes/s", run.latency());
     }
     stop(server, db).await;
 }
 
-async fn poll_lateness(plugd: &std::path::Path, admin: Option<&str>, count: usize) {
+async fn poll_lateness(plugd: &std::path::Path, admin: Option<&str>, count: usize, summary: &mut Summary) {
     println!("\n2. {count} countdown invocations polling every second, three times, on {}", backend(admin));
     let (server, db) = start(plugd, admin, &[]).await;
     let body = json!({"inputs": {"from": 3, "interval_ms": 1000}, "context": {}}).to_string();
@@ -388,6 +421,9 @@ async fn poll_lateness(plugd: &std::path::Path, admin: Option<&str>, count: usiz
         }
     }
     let polls = metric(&metrics, "plugd_poll_lateness_seconds_count").unwrap_or(0.0);
+    let lateness = |q: f64| histogram_quantile(&metrics, "plugd_poll_lateness_seconds", q) * 1000.0;
+    let detail = format!("p50 {:.1} ms, {polls} polls", lateness(0.50));
+    summary.time(&format!("2. poll lateness, {count} timers, {}, p99", backend(admin)), lateness(0.99), "ms", detail);
     println!(
         "   {polls} polls, all done after {:.2}s; lateness p50 {:.1} ms, p99 {:.1} ms (from the server's histogram)",
         started.elapsed().as_secs_f64(),
@@ -397,7 +433,7 @@ async fn poll_lateness(plugd: &std::path::Path, admin: Option<&str>, count: usiz
     stop(server, db).await;
 }
 
-async fn suspended_callbacks(plugd: &std::path::Path, admin: Option<&str>, count: usize) {
+async fn suspended_callbacks(plugd: &std::path::Path, admin: Option<&str>, count: usize, summary: &mut Summary) {
     println!("\n3. {count} invocations suspended in CALLBACK, then their callbacks, on {}", backend(admin));
     let (server, db) = start(plugd, admin, &[]).await;
     let client = Client::new(server.address);
@@ -430,6 +466,9 @@ async fn suspended_callbacks(plugd: &std::path::Path, admin: Option<&str>, count
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let done = started.elapsed();
+    let rate = accepted as f64 / done.as_secs_f64();
+    let detail = format!("RSS {:.1} MB with all suspended", rss as f64 / 1024.0);
+    summary.rate(&format!("3. callbacks to SUCCESS, {count}, {}", backend(admin)), rate, "callbacks/s", detail);
     println!(
         "   {accepted} callbacks accepted in {:.2}s ({:.0}/s); all SUCCESS after {:.2}s: {:.0} callbacks-to-SUCCESS/s",
         posted.as_secs_f64(),
@@ -442,7 +481,7 @@ async fn suspended_callbacks(plugd: &std::path::Path, admin: Option<&str>, count
 }
 
 /// Scenario 7: three nodes, one database, one node killed while `count` timers run.
-async fn three_nodes(plugd: &std::path::Path, admin: &str, count: usize, lease: &str) {
+async fn three_nodes(plugd: &std::path::Path, admin: &str, count: usize, lease: &str, summary: &mut Summary) {
     println!(
         "\n7. three nodes on one PostgreSQL database: {count} countdown timers (every second, three times), \
          one node killed with SIGKILL (lease {lease})"
@@ -488,6 +527,12 @@ async fn three_nodes(plugd: &std::path::Path, admin: &str, count: usize, lease: 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let takeover = killed.elapsed();
+    summary.time(
+        "7. three nodes: a killed node's claims taken over",
+        takeover.as_secs_f64(),
+        "s",
+        format!("lease {lease}"),
+    );
     println!(
         "   killed a node holding {orphans} claims: all claimed again by the others after {:.2}s",
         takeover.as_secs_f64()

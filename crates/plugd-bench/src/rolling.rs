@@ -13,18 +13,19 @@ use serde_json::json;
 
 use crate::client::{percentile, Client};
 use crate::server::Server;
+use crate::summary::Summary;
 use crate::{histogram_quantile, metric, pg, sum_metrics};
 
-pub(crate) async fn nodes_that_differ(plugd: &Path, admin: &str, timers: usize) {
-    claim_cost(admin).await;
-    rolling_deploy(plugd, admin, timers).await;
+pub(crate) async fn nodes_that_differ(plugd: &Path, admin: &str, timers: usize, summary: &mut Summary) {
+    claim_cost(admin, summary).await;
+    rolling_deploy(plugd, admin, timers, summary).await;
 }
 
 /// Claims (64 at a time) and next-due reads against 100,000 due invocations of 50 plugins x 5
 /// versions, by nodes that serve none, 5 or all 250 of those pairs. Each connection of the pool plans
 /// the claim itself for its first few executes (PostgreSQL's custom plans), so the p99 shows that
 /// warm-up and the p50 the steady state.
-async fn claim_cost(admin: &str) {
+async fn claim_cost(admin: &str, summary: &mut Summary) {
     const DUE: i64 = 100_000;
     const ROUNDS: usize = 200;
     println!("\n8. nodes that differ, on PostgreSQL");
@@ -73,6 +74,8 @@ async fn claim_cost(admin: &str) {
         }
         claims.sort_by(f64::total_cmp);
         reads.sort_by(f64::total_cmp);
+        let detail = format!("p99 {:.2} ms", percentile(&claims, 0.99));
+        summary.time(&format!("8. claim of 64, a node that {what}, p50"), percentile(&claims, 0.5), "ms", detail);
         println!(
             "   a node that {what:<28} claim p50 {:6.2} ms  p99 {:6.2} ms   next due p50 {:6.2} ms   ({claimed} claimed in all)",
             percentile(&claims, 0.5),
@@ -104,7 +107,7 @@ echo "{\"status\": \"$status\", \"poll_interval\": 1}" > "$PLUGD_RESULT_FILE"
 /// Three nodes serve `tick` 1.0.0; while `timers` countdowns (and a tick for every 20 of them) are
 /// created at a steady rate, each node in turn is stopped (SIGTERM) and started again serving 1.1.0
 /// too; ticks of 1.1.0 go to a node that serves it. Nothing may fail or run twice.
-async fn rolling_deploy(plugd: &Path, admin: &str, timers: usize) {
+async fn rolling_deploy(plugd: &Path, admin: &str, timers: usize, summary: &mut Summary) {
     println!(
         "   rolling deploy: {timers} countdown timers (every second, three times) and {} tick invocations created \
          over ~12 s while each of three nodes restarts in turn with one more tick version",
@@ -202,6 +205,9 @@ async fn rolling_deploy(plugd: &Path, admin: &str, timers: usize) {
         .expect("counts");
     let (invocations, succeeded, failed, newer, duplicates): (i64, i64, i64, i64, i64) =
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let detail = format!("{failed} failed, {duplicates} executes recorded twice, {succeeded}/{invocations} SUCCESS");
+    let p99 = histogram_quantile(&merged, "plugd_poll_lateness_seconds", 0.99) * 1000.0;
+    summary.time("8. rolling deploy of three nodes: lateness p99", p99, "ms", detail);
     println!(
         "   {created} created ({newer} of tick 1.1.0), {succeeded}/{invocations} SUCCESS, {failed} failed, \
          {duplicates} executes recorded twice, after {:.1}s; restarts took {}",

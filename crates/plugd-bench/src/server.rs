@@ -21,9 +21,11 @@ impl Server {
             None => format!("sqlite://{}", dir.path().join("bench.db").display()),
         };
         let workspace = dir.path().join("workspace").display().to_string();
+        // An older build (compared with `--plugd`) may not know `--workspace`; it then uses its own.
+        let workspace: &[&str] = if knows_flag(plugd, "--workspace") { &["--workspace", &workspace] } else { &[] };
         let mut child = Command::new(plugd)
             .args(["serve", "--listen", "127.0.0.1:0", "--db", &db, "--default-plugin", "hello"])
-            .args(["--workspace", &workspace])
+            .args(workspace)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -77,4 +79,12 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether `plugd serve` of this build takes `flag`.
+fn knows_flag(plugd: &Path, flag: &str) -> bool {
+    Command::new(plugd)
+        .args(["serve", "--help"])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(flag))
 }

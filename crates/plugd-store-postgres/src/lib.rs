@@ -167,8 +167,12 @@ impl PgStore {
             .recycle_timeout(Some(options.timeout))
             .build()
             .map_err(|e| unavailable(format!("cannot build the connection pool: {e}")))?;
-        // Batches in flight at once per operation; the rest of the pool serves everything else.
-        let parallel = (options.pool_size / 4).max(1);
+        // Batches in flight at once per operation; the rest of the pool serves everything else. Two
+        // (with the default pool): new rows go to the same last pages of each index (time-ordered
+        // trace ids), so more batches at once mostly wait on each other's page locks, and fewer,
+        // larger batches cost the database less per row (measured: 8.9k invokes/s at 2 against 8.1k
+        // at 4, with a third less database CPU).
+        let parallel = (options.pool_size / 8).max(1);
         let bound = Bound { timeout: options.timeout, tls: tls.clone() };
         let (writer, insert_bound) = (pool.clone(), bound.clone());
         let inserts = batch::Batcher::start(BATCH, parallel, move |batch: Vec<NewInvocation>| {

@@ -81,8 +81,12 @@ impl Writer {
         // A background connection copies the WAL into the database continuously (PASSIVE, never
         // blocking), so the writer's own automatic checkpoint, which lets the WAL restart from the
         // beginning, finds little left to copy and costs a commit almost nothing.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 16000; PRAGMA journal_size_limit = 67108864;")
-            .map_err(sql_error)?;
+        // The writer reads the pages it changes: a page cache of 64 MiB (the default is 2 MiB) keeps
+        // the hot ones in memory instead of reading them back from the file at every batch.
+        conn.execute_batch(
+            "PRAGMA wal_autocheckpoint = 16000; PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -65536;",
+        )
+        .map_err(sql_error)?;
         let closed = Arc::new(AtomicBool::new(false));
         start_checkpointer(path, closed.clone())?;
         let max_batch = options.max_batch.max(1);
@@ -147,15 +151,17 @@ fn write_loop(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, max_bat
     }
 }
 
-/// One transaction for the whole batch, one savepoint per job.
+/// One transaction for the whole batch, one savepoint per job. The statements are prepared once:
+/// parsing them for each job cost the writer more than some of the jobs.
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_error)?;
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(drop).map_err(sql_error);
+    run("BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
-        let outcome = conn.execute_batch("SAVEPOINT job").map_err(sql_error).and_then(|()| {
+        let outcome = run("SAVEPOINT job").and_then(|()| {
             if job.run(conn) {
-                conn.execute_batch("RELEASE job").map_err(sql_error)
+                run("RELEASE job")
             } else {
-                conn.execute_batch("ROLLBACK TO job; RELEASE job").map_err(sql_error)
+                run("ROLLBACK TO job").and_then(|()| run("RELEASE job"))
             }
         });
         if let Err(e) = outcome {
@@ -163,9 +169,9 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreE
             return Err(e);
         }
     }
-    if let Err(e) = conn.execute_batch("COMMIT") {
+    if let Err(e) = run("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
-        return Err(sql_error(e));
+        return Err(e);
     }
     Ok(())
 }

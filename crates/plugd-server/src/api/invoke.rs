@@ -66,24 +66,20 @@ pub(super) async fn detail(State(state): State<AppState>, scoped: Scoped) -> Res
 
 /// The `inputs` and `context` objects of an invoke body.
 fn parse_invoke_body(body: &[u8]) -> Result<(Value, Value), Response> {
-    let request: Value = serde_json::from_slice(body)
+    let mut request: Value = serde_json::from_slice(body)
         .map_err(|e| invalid_input(&format!("the request body is not valid JSON: {e}"), None))?;
-    let mut fields = Vec::new();
-    for key in ["inputs", "context"] {
-        match request.get(key) {
-            Some(value @ Value::Object(_)) => fields.push(value.clone()),
-            Some(other) => {
-                let kind = if other.is_null() { "null" } else { "not an object" };
-                return Err(invalid_input(&format!("{key}: expected a JSON object, got {kind}"), None));
-            }
-            // No caller depends on the framework's 400 for a missing context: it is empty.
-            None if key == "context" => fields.push(Value::Object(Default::default())),
-            None => return Err(invalid_input(&format!("{key}: This field is required."), None)),
+    let mut take = |key: &str| match request.get_mut(key).map(Value::take) {
+        Some(value @ Value::Object(_)) => Ok(value),
+        Some(other) => {
+            let kind = if other.is_null() { "null" } else { "not an object" };
+            Err(invalid_input(&format!("{key}: expected a JSON object, got {kind}"), None))
         }
-    }
-    let context = fields.pop().unwrap_or_default();
-    let inputs = fields.pop().unwrap_or_default();
-    Ok((inputs, context))
+        // No caller depends on the framework's 400 for a missing context: it is empty.
+        None if key == "context" => Ok(Value::Object(Default::default())),
+        None => Err(invalid_input(&format!("{key}: This field is required."), None)),
+    };
+    let inputs = take("inputs")?;
+    Ok((inputs, take("context")?))
 }
 
 pub(super) async fn invoke(

@@ -103,39 +103,50 @@ pub(crate) async fn insert_batch(c: &Object, batch: &[NewInvocation]) -> Res<Vec
         .filter(|n| n.invocation.state == State::Callback)
         .map(|n| n.invocation.trace_id.as_str())
         .collect();
-    let first = tx
-        .prepare_cached(
-            "SELECT plugd_now_ms(), (SELECT COUNT(pg_advisory_xact_lock(k)) FROM (
-                 SELECT DISTINCT hashtextextended(id, 0) AS k FROM unnest($1::TEXT[]) AS id ORDER BY k) AS keys)",
-        )
-        .await
-        .map_err(pg_error)?;
-    // BEGIN goes with the first statement: one round trip (sent in this order on the connection).
-    let params: [&(dyn ToSql + Sync); 1] = [&locked];
-    let (begun, row) = tokio::join!(tx.batch_execute("BEGIN"), tx.query_one(&first, &params));
-    begun.map_err(pg_error)?;
-    let now: Millis = row.map_err(pg_error)?.get(0);
-    // A statement of its own: its snapshot is taken once the locks are held.
-    let waiting: HashSet<String> = if locked.is_empty() {
-        HashSet::new()
+    let reports = batch.iter().any(|n| !n.reports.is_empty() || !n.report_files.is_empty());
+    // The common batch (no CALLBACK to lock, no reports to add) is one statement, atomic on its own:
+    // one round trip, and the database's clock read inside it. Times are planned relative to that
+    // clock's now (see `relative`), so the statement only adds its now to them.
+    let single = locked.is_empty() && !reports;
+    let (now, waiting): (Option<Millis>, HashSet<String>) = if single {
+        (None, HashSet::new())
     } else {
-        tx.cached_query(
-            "SELECT DISTINCT trace_id FROM callbacks WHERE trace_id = ANY($1) AND consumed_at IS NULL",
-            &[&locked],
-        )
-        .await
-        .map_err(pg_error)?
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+        let first = tx
+            .prepare_cached(
+                "SELECT plugd_now_ms(), (SELECT COUNT(pg_advisory_xact_lock(k)) FROM (
+                     SELECT DISTINCT hashtextextended(id, 0) AS k FROM unnest($1::TEXT[]) AS id ORDER BY k) AS keys)",
+            )
+            .await
+            .map_err(pg_error)?;
+        // BEGIN goes with the first statement: one round trip (sent in this order on the connection).
+        let params: [&(dyn ToSql + Sync); 1] = [&locked];
+        let (begun, row) = tokio::join!(tx.batch_execute("BEGIN"), tx.query_one(&first, &params));
+        begun.map_err(pg_error)?;
+        let now: Millis = row.map_err(pg_error)?.get(0);
+        // A statement of its own: its snapshot is taken once the locks are held.
+        let waiting = if locked.is_empty() {
+            HashSet::new()
+        } else {
+            tx.cached_query(
+                "SELECT DISTINCT trace_id FROM callbacks WHERE trace_id = ANY($1) AND consumed_at IS NULL",
+                &[&locked],
+            )
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+        };
+        (Some(now), waiting)
     };
     let n = batch.len();
     let mut a = InsertArrays::with_capacity(n);
     for new in batch {
         let inv = &new.invocation;
-        let deadline_at = schedule::deadline_at(now, new.deadline);
+        // Planned at 0: every time is an offset from the now the statement adds.
+        let deadline_at = schedule::deadline_at(0, new.deadline);
         let waits = waiting.contains(&inv.trace_id);
-        let plan = schedule::plan(inv.state, new.poll_after, new.callback_timeout, deadline_at, waits, now);
+        let plan = schedule::plan(inv.state, new.poll_after, new.callback_timeout, deadline_at, waits, 0);
         let micros = i64::try_from(new.duration.as_micros()).unwrap_or(i64::MAX);
         a.trace_id.push(inv.trace_id.as_str());
         a.plugin.push(inv.plugin.as_str());
@@ -154,26 +165,25 @@ pub(crate) async fn insert_batch(c: &Object, batch: &[NewInvocation]) -> Res<Vec
         a.callback_deadline_at.push(plan.callback_deadline_at);
         a.callback_timeout_ms.push(timeout_ms(&plan));
         a.logs.push(encode(&new.logs));
-        a.started_at.push(now.saturating_sub(micros / 1000));
+        a.started_at.push(-(micros / 1000));
         a.duration_us.push(micros);
     }
     let insert = tx
-        .prepare_cached(
-            &format!(
-                "WITH new AS (
+        .prepare_cached(&format!(
+            "WITH clock AS (SELECT COALESCE($20::BIGINT, plugd_now_ms()) AS now), new AS (
                      SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::SMALLINT[], $5::BIGINT[], $6::TEXT[],
                                           $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::BIGINT[], $12::BIGINT[],
                                           $13::BIGINT[], $14::TEXT[], $15::BIGINT[], $16::BIGINT[], $17::TEXT[],
                                           $18::BIGINT[], $19::BIGINT[])
                          AS n(trace_id, plugin, version, state, invoke_count, inputs, context, storage, outputs, err,
-                              finish_at, next_run_at, deadline_at, created_by, callback_deadline_at, callback_timeout_ms,
-                              log_text, started_at, duration_us)
+                              finish_in, next_run_in, deadline_in, created_by, callback_deadline_in,
+                              callback_timeout_ms, log_text, started_in, duration_us)
                  ), ins AS (
                      INSERT INTO invocations ({COLUMNS})
                      SELECT trace_id, plugin, version, state, invoke_count, inputs, context, storage, outputs, err,
-                            $20::BIGINT, $20::BIGINT, finish_at, next_run_at, NULL::TEXT, NULL::BIGINT, 0::BIGINT,
-                            deadline_at, created_by, callback_deadline_at, callback_timeout_ms
-                     FROM new ORDER BY trace_id
+                            c.now, c.now, c.now + finish_in, c.now + next_run_in, NULL::TEXT, NULL::BIGINT, 0::BIGINT,
+                            c.now + deadline_in, created_by, c.now + callback_deadline_in, callback_timeout_ms
+                     FROM new, clock c ORDER BY trace_id
                      ON CONFLICT (trace_id) DO NOTHING
                      RETURNING trace_id
                  ), lg AS (
@@ -183,13 +193,12 @@ pub(crate) async fn insert_batch(c: &Object, batch: &[NewInvocation]) -> Res<Vec
                      ON CONFLICT (trace_id) DO UPDATE SET text = right(logs.text || excluded.text, $21::INT)
                  ), ex AS (
                      INSERT INTO executes (trace_id, seq, trigger, invoke_count, started_at, duration_us, state, err)
-                     SELECT n.trace_id, (SELECT COALESCE(MAX(e.seq), 0) + 1 FROM executes e WHERE e.trace_id = n.trace_id),
-                            'start', n.invoke_count, n.started_at, n.duration_us, n.state, n.err
-                     FROM new n JOIN ins ON ins.trace_id = n.trace_id
+                     SELECT n.trace_id, 1, 'start', n.invoke_count, c.now + n.started_in, n.duration_us, n.state, n.err
+                     FROM new n JOIN ins ON ins.trace_id = n.trace_id, clock c
+                     ON CONFLICT (trace_id, seq) DO NOTHING
                  )
                  SELECT trace_id FROM ins"
-            ),
-        )
+        ))
         .await
         .map_err(pg_error)?;
     let params: [&(dyn ToSql + Sync); 21] = [
@@ -215,8 +224,7 @@ pub(crate) async fn insert_batch(c: &Object, batch: &[NewInvocation]) -> Res<Vec
         &now,
         &MAX_LOG_CHARS,
     ];
-    let reports = batch.iter().any(|n| !n.reports.is_empty() || !n.report_files.is_empty());
-    let rows = if reports {
+    let rows = if single || reports {
         tx.query(&insert, &params).await.map_err(pg_error)?
     } else {
         // Nothing follows: COMMIT goes with the statement (after a failed statement it rolls back).

@@ -56,3 +56,6 @@ mod hooks;
 
 /// GitLab batch CI against a fake GitLab built from the API contract.
 mod gitlab;
+
+/// ARCHITECTURE.md kept true: the crates' dependency rule and every path it names (no `plugd` run).
+mod tidy;
