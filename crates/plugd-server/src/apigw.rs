@@ -3,149 +3,81 @@
 
 use serde_json::{json, Map, Value};
 
-#[cfg(test)]
-use crate::api::BK_ROUTES;
+use crate::api::routes::{GatewayAuth, BK_ROUTES};
 
-/// A gateway resource: its name, the gateway path, and the route it forwards to.
-struct Resource {
-    name: &'static str,
-    gateway_path: &'static str,
-    /// `(method, path)` of the route in [`BK_ROUTES`].
-    route: (&'static str, &'static str),
-    description: &'static str,
-    /// Whether a caller app needs the resource permission (not only a verified app).
-    resource_permission: bool,
-}
-
-/// The Python framework's resources (invoke, callback, schedule, plugin_api_dispatch), plus meta and
-/// detail, which callers read through the gateway too.
-const RESOURCES: &[Resource] = &[
-    Resource {
-        name: "invoke",
-        gateway_path: "/invoke/{version}/",
-        route: ("post", "/invoke/{version}"),
-        description: "Invoke a version of the plugin",
-        resource_permission: true,
-    },
-    Resource {
-        name: "callback",
-        gateway_path: "/callback/{token}/",
-        route: ("post", "/callback/{token}"),
-        description: "A third party calls an invocation back",
-        resource_permission: true,
-    },
-    Resource {
-        name: "schedule",
-        gateway_path: "/bk_plugin/schedule/{trace_id}",
-        route: ("get", "/schedule/{trace_id}"),
-        description: "The state and outputs of an invocation",
-        resource_permission: false,
-    },
-    Resource {
-        name: "plugin_api_dispatch",
-        gateway_path: "/plugin_api_dispatch",
-        route: ("post", "/plugin_api_dispatch"),
-        description: "Call a data-source API of the plugin",
-        resource_permission: true,
-    },
-    Resource {
-        name: "meta",
-        gateway_path: "/meta/",
-        route: ("get", "/meta"),
-        description: "The plugin's code, versions and description",
-        resource_permission: false,
-    },
-    Resource {
-        name: "detail",
-        gateway_path: "/detail/{version}/",
-        route: ("get", "/detail/{version}"),
-        description: "A version's schemas and form",
-        resource_permission: false,
-    },
-];
-
-/// The gateway's import document for the server's API as served under `backend_prefix`
-/// (`/bk_plugin` for the default plugin, `/plugins/<plugin>/bk_plugin` for another).
+/// The gateway's import document: one resource per bk-plugin route that has one
+/// ([`crate::api::routes::Gateway`]), forwarding to that route below `backend_prefix` (the server's
+/// `/bk_plugin/` or `/plugins/<plugin>/bk_plugin/`).
 pub fn resources(backend_prefix: &str) -> Value {
     let backend_prefix = backend_prefix.trim_end_matches('/');
     let mut paths = Map::new();
-    for resource in RESOURCES {
-        let (method, path) = resource.route;
-        let mut parameters = Vec::new();
-        for name in ["version", "token", "trace_id"] {
-            if resource.gateway_path.contains(&format!("{{{name}}}")) {
-                parameters.push(json!({"in": "path", "name": name, "required": true, "schema": {"type": "string"}}));
-            }
-        }
-        let mut operation = json!({
-            "operationId": resource.name,
-            "summary": resource.description,
-            "description": resource.description,
-            "tags": ["plugd"],
-            "responses": {"default": {"description": "the bk-plugin envelope"}},
-            "x-bk-apigateway-resource": {
-                "isPublic": true,
-                "matchSubpath": false,
-                "allowApplyPermission": true,
-                "backend": {
-                    "type": "HTTP",
-                    "name": "default",
-                    "method": method,
-                    // The server answers with and without the trailing slash; the framework's form.
-                    "path": format!("{backend_prefix}{path}/"),
-                    "matchSubpath": false,
-                    "timeout": 0,
-                    "upstreams": {},
-                    "transformHeaders": {},
-                },
-                "pluginConfigs": [],
-                "authConfig": {
+    for (route, gateway) in BK_ROUTES.iter().filter_map(|r| Some((r, r.gateway.as_ref()?))) {
+        let (method, path, match_subpath, auth) = match gateway.auth {
+            GatewayAuth::App { resource_permission } => (
+                route.method.as_str(),
+                format!("{backend_prefix}{}/", route.path),
+                false,
+                json!({
                     "userVerifiedRequired": false,
                     "appVerifiedRequired": true,
-                    "resourcePermissionRequired": resource.resource_permission,
-                },
-                "disabledStages": [],
-                "descriptionEn": resource.description,
+                    "resourcePermissionRequired": resource_permission,
+                }),
+            ),
+            // Any method, any sub-path of the plugin's APIs, for signed-in users (form widgets).
+            GatewayAuth::User => (
+                "any",
+                format!("{backend_prefix}{}", route.path.trim_end_matches("{*path}")),
+                true,
+                json!({"userVerifiedRequired": true, "appVerifiedRequired": false}),
+            ),
+        };
+        let mut resource = json!({
+            "isPublic": true,
+            "matchSubpath": match_subpath,
+            "allowApplyPermission": true,
+            "backend": {
+                "type": "HTTP",
+                "name": "default",
+                "method": method,
+                "path": path,
+                "matchSubpath": match_subpath,
+                "timeout": 0,
+                "upstreams": {},
+                "transformHeaders": {},
             },
+            "authConfig": auth,
+            "disabledStages": [],
+            "descriptionEn": gateway.description,
         });
-        if !parameters.is_empty() {
-            operation["parameters"] = Value::Array(parameters);
-        }
-        if method == "post" {
-            operation["requestBody"] =
-                json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}});
-        }
-        paths.insert(resource.gateway_path.to_owned(), json!({ method: operation }));
-    }
-    // The plugin's own data-source APIs, any method and sub-path, for signed-in users (form widgets).
-    paths.insert(
-        "/bk_plugin/plugin_api/".to_owned(),
-        json!({"x-bk-apigateway-method-any": {
-            "operationId": "plugin_api",
-            "summary": "The plugin's data-source APIs",
-            "description": "The plugin's data-source APIs",
+        let mut operation = json!({
+            "operationId": gateway.name,
+            "summary": gateway.description,
+            "description": gateway.description,
             "tags": ["plugd"],
-            "responses": {"default": {"description": "the plugin API's reply"}},
-            "x-bk-apigateway-resource": {
-                "isPublic": true,
-                "matchSubpath": true,
-                "allowApplyPermission": true,
-                "backend": {
-                    "type": "HTTP",
-                    "name": "default",
-                    "method": "any",
-                    "path": format!("{backend_prefix}/plugin_api/"),
-                    "matchSubpath": true,
-                    "timeout": 0,
-                    "upstreams": {},
-                    "transformHeaders": {},
-                },
-                "authConfig": {"userVerifiedRequired": true, "appVerifiedRequired": false},
-                "disabledStages": [],
-                "descriptionEn": "The plugin's data-source APIs",
-            },
-        }}),
-    );
+        });
+        let key = if method == "any" {
+            operation["responses"] = json!({"default": {"description": "the plugin API's reply"}});
+            "x-bk-apigateway-method-any"
+        } else {
+            resource["pluginConfigs"] = json!([]);
+            operation["responses"] = json!({"default": {"description": "the bk-plugin envelope"}});
+            let parameters: Vec<Value> = ["version", "token", "trace_id"]
+                .into_iter()
+                .filter(|name| gateway.path.contains(&format!("{{{name}}}")))
+                .map(|name| json!({"in": "path", "name": name, "required": true, "schema": {"type": "string"}}))
+                .collect();
+            if !parameters.is_empty() {
+                operation["parameters"] = Value::Array(parameters);
+            }
+            if method == "post" {
+                operation["requestBody"] =
+                    json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}});
+            }
+            method
+        };
+        operation["x-bk-apigateway-resource"] = resource;
+        paths.insert(gateway.path.to_owned(), json!({ key: operation }));
+    }
     json!({
         "openapi": "3.0.3",
         "info": {"title": "plugd bk-plugin API", "version": env!("CARGO_PKG_VERSION"), "description": "Resources of a plugd server"},
@@ -158,11 +90,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_resource_forwards_to_a_served_route() {
-        for resource in RESOURCES {
-            let (method, path) = resource.route;
-            assert!(BK_ROUTES.iter().any(|(m, p, _)| (*m, *p) == (method, path)), "{}", resource.name);
+    fn the_python_frameworks_resources_are_published() {
+        let document = resources("/bk_plugin/");
+        for (path, method) in [
+            ("/invoke/{version}/", "post"),
+            ("/callback/{token}/", "post"),
+            ("/bk_plugin/schedule/{trace_id}", "get"),
+            ("/plugin_api_dispatch", "post"),
+            ("/meta/", "get"),
+            ("/detail/{version}/", "get"),
+            ("/bk_plugin/plugin_api/", "x-bk-apigateway-method-any"),
+        ] {
+            assert!(document["paths"][path][method].is_object(), "{path} {method}");
         }
+        let any = &document["paths"]["/bk_plugin/plugin_api/"]["x-bk-apigateway-method-any"];
+        assert_eq!(any["x-bk-apigateway-resource"]["backend"]["path"], "/bk_plugin/plugin_api/");
     }
 
     #[test]

@@ -4,9 +4,7 @@
 //! Otherwise the protected endpoints require `Authorization: Bearer <token>` (each token names an
 //! app) or an `X-Bkapi-JWT` signed by the BlueKing API gateway, verified with its public key.
 
-use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use jsonwebtoken::{Algorithm, Validation};
@@ -15,9 +13,9 @@ use subtle::ConstantTimeEq;
 
 use plugd_core::store::Viewer;
 
-use crate::api::fail;
 use crate::config::AuthConfig;
 use crate::state::AppState;
+use crate::wire::fail;
 
 /// The authenticated caller, as a request extension.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,28 +37,22 @@ pub(crate) fn viewer(config: &crate::config::ServerConfig, caller: Option<&Calle
     }
 }
 
-/// Middleware of the protected endpoints.
-pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    // With no credentials configured there is nothing to check a header against; gateways and
-    // proxies forward an `Authorization` of their own, which the Python framework ignores too.
+/// The caller of a protected route, or the 401 that refuses it. With no credentials configured there
+/// is nothing to check a header against: every caller is the anonymous one (gateways and proxies
+/// forward an `Authorization` of their own, which the Python framework ignores too).
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Response> {
     if state.config.is_open() {
-        request.extensions_mut().insert(Caller::default());
-        return next.run(request).await;
+        return Ok(Caller::default());
     }
-    match identify(&state.config.auth, request.headers()) {
-        Ok(Some(caller)) => {
-            request.extensions_mut().insert(caller);
-        }
-        Ok(None) => {
-            return fail(
-                StatusCode::UNAUTHORIZED,
-                "authentication required: send Authorization: Bearer <token> or an X-Bkapi-JWT from the API gateway",
-                None,
-            )
-        }
-        Err(message) => return fail(StatusCode::UNAUTHORIZED, &message, None),
+    match identify(&state.config.auth, headers) {
+        Ok(Some(caller)) => Ok(caller),
+        Ok(None) => Err(fail(
+            StatusCode::UNAUTHORIZED,
+            "authentication required: send Authorization: Bearer <token> or an X-Bkapi-JWT from the API gateway",
+            None,
+        )),
+        Err(message) => Err(fail(StatusCode::UNAUTHORIZED, &message, None)),
     }
-    next.run(request).await
 }
 
 /// Whether the request is from a caller the server knows: any caller on an open server, else one

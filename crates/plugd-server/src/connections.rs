@@ -148,7 +148,7 @@ impl Answers {
                     "the server holds {} MiB of answers being sent, its most (--max-answer-memory): retry later",
                     self.max_bytes >> 20
                 );
-                Err(crate::api::fail(axum::http::StatusCode::SERVICE_UNAVAILABLE, &message, None))
+                Err(crate::wire::fail(axum::http::StatusCode::SERVICE_UNAVAILABLE, &message, None))
             }
         }
     }

@@ -16,25 +16,22 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::api::fail;
 use crate::state::AppState;
+use crate::wire::fail;
 
-/// Refuses a state-changing request whose body is not declared as JSON, with 415.
-pub(crate) async fn require_json(request: Request, next: Next) -> Response {
-    match not_json(&request) {
-        Some(message) => fail(StatusCode::UNSUPPORTED_MEDIA_TYPE, &message, None),
-        None => next.run(request).await,
-    }
-}
-
-/// On an open server, refuses (403) a request from a foreign `Host` or `Origin`.
-pub(crate) async fn same_origin_only(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The first layer of every request: on an open server, a foreign `Host` or `Origin` is refused
+/// (403); then the body is read within its deadline and size (see [`crate::listener::read_body`]).
+/// One layer for both: each layer costs every request a boxed future and a clone of what it wraps.
+pub(crate) async fn front_door(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if state.config.is_open() {
         if let Some(message) = foreign_request(&request, &state.declared_hosts, &state.declared_origins) {
             return fail(StatusCode::FORBIDDEN, &message, None);
         }
     }
-    next.run(request).await
+    match crate::listener::read_body(&state, request).await {
+        Ok(request) => next.run(request).await,
+        Err(refused) => refused,
+    }
 }
 
 /// Why a state-changing request must be refused with 415: its body is not declared as JSON

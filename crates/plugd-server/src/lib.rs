@@ -28,12 +28,12 @@ mod heartbeat;
 mod listener;
 mod logs;
 mod metrics;
-mod openapi;
 mod outbox;
 mod reports;
 mod retention;
 mod scheduler;
 mod state;
+mod wire;
 mod write_deadline;
 
 use std::future::Future;

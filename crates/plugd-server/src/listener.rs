@@ -6,7 +6,7 @@
 //! with its task and buffers, forever. Here a semaphore bounds open connections (at the cap the
 //! loop stops accepting and the kernel's backlog queues newcomers), hyper closes a connection whose
 //! request head has not arrived within `header_read_timeout` (also between keep-alive requests),
-//! `body_deadline` answers 408 to a body that does not arrive in time, and a client that reads
+//! `read_body` answers 408 to a body that does not arrive in time, and a client that reads
 //! nothing of its answers for `write_timeout` is cut off ([`Stall`]). Pipelined requests are
 //! answered one at a time, and what is read ahead of them is bounded by hyper's read buffer.
 
@@ -14,9 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -26,10 +25,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::fail;
 use crate::config::ServerConfig;
 use crate::connections::{Answers, Connections, Tracked};
 use crate::state::AppState;
+use crate::wire::fail;
 use crate::write_deadline::{Stall, Watched};
 
 /// Serves `app` on `listener` until `stop`, then lets open requests finish within the grace
@@ -97,9 +96,9 @@ pub(crate) async fn serve_http(listener: TcpListener, app: Router, config: &Serv
     }
 }
 
-/// Reads a request's body within the configured time; 413 at once when `Content-Length` announces
+/// Reads a request's body within the configured time: 413 at once when `Content-Length` announces
 /// more than the limit, 408 when the body does not arrive in time.
-pub(crate) async fn body_deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn read_body(state: &AppState, request: Request) -> Result<Request, Response> {
     let limit = state.config.max_body;
     let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let too_large = || {
@@ -107,20 +106,20 @@ pub(crate) async fn body_deadline(State(state): State<AppState>, request: Reques
         fail(StatusCode::PAYLOAD_TOO_LARGE, &message, None)
     };
     if announced.is_some_and(|length| length > limit as u64) {
-        return too_large();
+        return Err(too_large());
     }
     let (parts, body) = request.into_parts();
     let timeout = state.config.body_read_timeout;
     let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) if is_length_limit(&e) => return too_large(),
-        Ok(Err(e)) => return fail(StatusCode::BAD_REQUEST, &format!("cannot read the request body: {e}"), None),
+        Ok(Err(e)) if is_length_limit(&e) => return Err(too_large()),
+        Ok(Err(e)) => return Err(fail(StatusCode::BAD_REQUEST, &format!("cannot read the request body: {e}"), None)),
         Err(_) => {
             let message = format!("the request body did not arrive within {}", humantime::format_duration(timeout));
-            return fail(StatusCode::REQUEST_TIMEOUT, &message, None);
+            return Err(fail(StatusCode::REQUEST_TIMEOUT, &message, None));
         }
     };
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 fn is_length_limit(error: &axum::Error) -> bool {

@@ -13,8 +13,9 @@ use plugd_core::store::{CallbackReceipt, CancelOutcome};
 use plugd_sdk::Callback;
 use serde_json::{json, Value};
 
-use super::{fail, unreadable_body, Scoped};
+use super::{unreadable_body, Scoped};
 use crate::state::{now_ms, AppState};
+use crate::wire::{self, fail, Answer};
 
 /// The callback endpoint's envelope: the Python framework's `{"result", "message"}` (no `trace_id`),
 /// with the `data: null` of every other reply.
@@ -89,7 +90,7 @@ pub(super) async fn logs(State(state): State<AppState>, scoped: Scoped) -> Respo
         Err(e) => return fail(StatusCode::SERVICE_UNAVAILABLE, &format!("logs read error: {e}"), None),
     }
     match state.store.logs(&trace_id).await {
-        Ok(Some(log)) => Json(json!({"result": true, "data": {"log": log}, "message": ""})).into_response(),
+        Ok(Some(log)) => Answer::new(wire::Logs { log }, "").into_response(),
         Ok(None) => not_found(),
         Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, &format!("logs read error: {e}"), None),
     }
@@ -113,8 +114,8 @@ pub(super) async fn cancel(State(state): State<AppState>, scoped: Scoped) -> Res
             if wake_outbox {
                 state.wake_outbox.notify_one();
             }
-            Json(json!({"result": true, "data": {"trace_id": trace_id, "state": 5}, "message": "cancelled"}))
-                .into_response()
+            let cancelled = wire::Cancelled { trace_id, state: plugd_sdk::State::Fail.into() };
+            Answer::new(cancelled, "cancelled").into_response()
         }
         Ok(CancelOutcome::AlreadyFinished(finished)) => {
             fail(StatusCode::CONFLICT, &format!("invocation {trace_id} already finished in state {finished}"), None)

@@ -5,16 +5,16 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Extension;
 use plugd_core::store::StoreErrorKind;
 use plugd_core::{new_trace_id, Invocation, Trigger};
-use plugd_sdk::State as InvocationState;
 use serde_json::{json, Value};
 
-use super::{body_error, fail, format_time, invalid_input, Scoped};
+use super::{body_error, Scoped};
 use crate::advance::{AdvanceError, Advanced, Record};
 use crate::auth::{check_scope, Caller};
 use crate::state::AppState;
+use crate::wire::{self, fail, invalid_input, wire_outputs, Answer, TracedAnswer};
 
 pub(super) async fn meta(State(state): State<AppState>, scoped: Scoped) -> Response {
     let plugin = scoped.plugin.clone();
@@ -26,20 +26,16 @@ pub(super) async fn meta(State(state): State<AppState>, scoped: Scoped) -> Respo
         .unwrap_or_default();
     let language = newest.as_ref().map_or("rust", |p| p.plugin.language());
     let allow_scope = state.config.allow_scope.get(&plugin).cloned().unwrap_or_else(|| json!({}));
-    Json(json!({
-        "result": true,
-        "data": {
-            "code": plugin,
-            "versions": state.registry.versions(&plugin),
-            "language": language,
-            "description": description,
-            "framework_version": concat!("plugd ", env!("CARGO_PKG_VERSION")),
-            "runtime_version": env!("CARGO_PKG_VERSION"),
-            "allow_scope": allow_scope,
-        },
-        "message": "",
-    }))
-    .into_response()
+    let meta = wire::Meta {
+        versions: state.registry.versions(&plugin),
+        code: plugin,
+        language: language.to_owned(),
+        description,
+        framework_version: concat!("plugd ", env!("CARGO_PKG_VERSION")),
+        runtime_version: env!("CARGO_PKG_VERSION"),
+        allow_scope,
+    };
+    Answer::new(meta, "").into_response()
 }
 
 pub(super) async fn detail(State(state): State<AppState>, scoped: Scoped) -> Response {
@@ -48,20 +44,16 @@ pub(super) async fn detail(State(state): State<AppState>, scoped: Scoped) -> Res
         Ok(plugin) => plugin,
         Err(e) => return fail(StatusCode::NOT_FOUND, &e.to_string(), None),
     };
-    Json(json!({
-        "result": true,
-        "data": {
-            "desc": plugin.info.description,
-            "version": plugin.info.version,
-            "enable_plugin_callback": plugin.info.enable_plugin_callback,
-            "inputs": plugin.schemas.inputs,
-            "outputs": plugin.schemas.outputs,
-            "context_inputs": plugin.schemas.context_inputs,
-            "forms": {"renderform": plugin.info.form},
-        },
-        "message": "",
-    }))
-    .into_response()
+    let detail = wire::Detail {
+        desc: plugin.info.description.clone(),
+        version: plugin.info.version.clone(),
+        enable_plugin_callback: plugin.info.enable_plugin_callback,
+        inputs: plugin.schemas.inputs.clone(),
+        outputs: plugin.schemas.outputs.clone(),
+        context_inputs: plugin.schemas.context_inputs.clone(),
+        forms: wire::Forms { renderform: plugin.info.form.clone() },
+    };
+    Answer::new(detail, "").into_response()
 }
 
 /// The `inputs` and `context` objects of an invoke body.
@@ -137,13 +129,12 @@ pub(super) async fn invoke(
         }
         Err(e) => return executor_error(&e),
     };
-    Json(json!({
-        "result": true,
-        "data": {"outputs": wire_outputs(&invocation), "state": invocation.state.code(), "err": invocation.err},
-        "message": "success",
-        "trace_id": trace_id,
-    }))
-    .into_response()
+    let invoked = wire::Invoked {
+        outputs: wire_outputs(&invocation),
+        state: invocation.state.into(),
+        err: invocation.err.clone(),
+    };
+    TracedAnswer::new(invoked, "success", trace_id).into_response()
 }
 
 pub(super) async fn schedule(State(state): State<AppState>, scoped: Scoped) -> Response {
@@ -160,30 +151,14 @@ pub(super) async fn schedule(State(state): State<AppState>, scoped: Scoped) -> R
         return fail(StatusCode::OK, &format!("can not find schedule for trace_id {trace_id}"), Some(&request_id));
     };
     let invocation = stored.invocation;
-    Json(json!({
-        "result": true,
-        "data": {
-            "trace_id": invocation.trace_id,
-            "plugin_version": invocation.version,
-            "state": invocation.state.code(),
-            "outputs": wire_outputs(&invocation),
-            "err": invocation.err.unwrap_or_default(),
-            "created_at": format_time(stored.created_at),
-            "finish_at": stored.finish_at.map(format_time).unwrap_or_default(),
-        },
-        "trace_id": request_id,
-        "message": "",
-    }))
-    .into_response()
-}
-
-/// The `outputs` callers read: always an object (BKFlow reads `outputs.get("err")` on FAIL and
-/// crashes on `null`; Tencent's Go runtime also answers an object), on FAIL with `err` beside what
-/// the plugin set, unless the plugin set an `err` output itself.
-fn wire_outputs(invocation: &Invocation) -> Value {
-    let mut outputs = invocation.outputs.clone();
-    if invocation.state == InvocationState::Fail && !outputs.contains_key("err") {
-        outputs.insert("err".into(), json!(invocation.err.as_deref().unwrap_or_default()));
-    }
-    Value::Object(outputs)
+    let schedule = wire::Schedule {
+        outputs: wire_outputs(&invocation),
+        state: invocation.state.into(),
+        trace_id: wire::TraceId(invocation.trace_id),
+        plugin_version: invocation.version,
+        err: invocation.err.unwrap_or_default(),
+        created_at: wire::Time::of(stored.created_at),
+        finish_at: stored.finish_at.map(wire::format_time).unwrap_or_default(),
+    };
+    TracedAnswer::new(schedule, "", request_id).into_response()
 }

@@ -1,167 +1,100 @@
 //! The HTTP API: the bk-plugin endpoints under `/bk_plugin/` (default plugin) and
 //! `/plugins/{plugin}/bk_plugin/` (every plugin), plus `/metrics`, `/healthz` and `/openapi.json`.
 //!
-//! Only this module knows the wire shapes: the flat envelope `{result, data, message[, trace_id]}`,
-//! the state codes, and the timestamp format of the Python framework.
+//! Its routes are written once, in [`routes`]; the shapes of its answers in [`crate::wire`].
 
 mod callback;
 mod invoke;
+pub(crate) mod openapi;
 mod ops;
 mod panel;
 mod plugin_api;
 mod reports;
+pub(crate) mod routes;
 
 pub(crate) use panel::{panel_snapshot, Stopping};
 
 use std::collections::HashMap;
 
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri};
-use axum::middleware::{from_fn, from_fn_with_state};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
-use axum::{Json, Router};
-use plugd_core::store::{Millis, StoreError, StoredInvocation};
-use serde_json::{json, Value};
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use plugd_core::store::{StoreError, StoredInvocation};
 
 use crate::auth::{authenticate, Caller};
-use crate::config::ServerConfig;
 use crate::guard;
 use crate::state::AppState;
-
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    /// Anyone: the route reveals nothing private, or its signed token protects it.
-    Open,
-    /// Callers with credentials, when the server has any; reads answer only the creating app.
-    Authenticated,
-    /// `schedule`: open, because BK-SOPS reads it on the plugin host without credentials, unless
-    /// `--private-schedule` makes it [`Access::Authenticated`].
-    Schedule,
-}
-
-impl Access {
-    /// Whether callers must present credentials (on a server that has any).
-    pub(crate) fn is_protected(self, config: &ServerConfig) -> bool {
-        match self {
-            Access::Open => false,
-            Access::Authenticated => true,
-            Access::Schedule => config.private_schedule,
-        }
-    }
-}
-
-/// Every route, for the router and the OpenAPI document: method, path below the prefix, access.
-pub(crate) const BK_ROUTES: &[(&str, &str, Access)] = &[
-    ("get", "/meta", Access::Open),
-    ("get", "/detail/{version}", Access::Open),
-    ("post", "/invoke/{version}", Access::Authenticated),
-    ("get", "/schedule/{trace_id}", Access::Schedule),
-    ("post", "/callback/{token}", Access::Open),
-    ("get", "/logs/{trace_id}", Access::Authenticated),
-    ("get", "/reports/{trace_id}", Access::Authenticated),
-    ("get", "/reports/{trace_id}/{*path}", Access::Authenticated),
-    ("post", "/cancel/{trace_id}", Access::Authenticated),
-    ("post", "/plugin_api_dispatch", Access::Authenticated),
-    ("get", "/plugin_api/{*path}", Access::Authenticated),
-    ("post", "/plugin_api/{*path}", Access::Authenticated),
-];
-
-/// The debug panel's own API (see `panel`), for the router and the OpenAPI document: method, path,
-/// access. Its pages and files (`/`, `/ui/`, `/ui/{file}`) are open and not listed.
-pub(crate) const PANEL_ROUTES: &[(&str, &str, Access)] = &[
-    ("get", "/ui/api/plugins", Access::Open),
-    ("get", "/ui/api/forms/{plugin}/{version}", Access::Open),
-    ("get", "/ui/api/invocations", Access::Authenticated),
-    ("get", "/ui/api/invocations/{trace_id}", Access::Authenticated),
-    ("get", "/ui/api/invocations/{trace_id}/events", Access::Authenticated),
-    ("get", "/ui/api/nodes", Access::Authenticated),
-];
-
-/// The debug panel: its pages and files, and its API.
-fn panel_routes(state: &AppState) -> Router<AppState> {
-    let mut open = Router::new()
-        .route("/", get(panel::index))
-        .route("/ui", get(panel::index))
-        .route("/ui/", get(panel::index))
-        .route("/ui/{file}", get(panel::asset));
-    let mut protected = Router::new();
-    for (method, path, access) in PANEL_ROUTES {
-        let route = match (*method, *path) {
-            ("get", "/ui/api/plugins") => get(panel::plugins),
-            ("get", "/ui/api/forms/{plugin}/{version}") => get(panel::form),
-            ("get", "/ui/api/invocations") => get(panel::history),
-            ("get", "/ui/api/invocations/{trace_id}") => get(panel::invocation),
-            ("get", "/ui/api/invocations/{trace_id}/events") => get(panel::invocation_events),
-            ("get", "/ui/api/nodes") => get(panel::nodes),
-            _ => unreachable!("every route in PANEL_ROUTES has a handler"),
-        };
-        if access.is_protected(&state.config) {
-            protected = protected.route(path, route);
-        } else {
-            open = open.route(path, route);
-        }
-    }
-    open.merge(protected.route_layer(from_fn_with_state(state.clone(), authenticate)))
-}
+use crate::wire::fail;
+use routes::{Method, Route, BK_ROUTES, PANEL_ROUTES};
 
 /// The whole application.
 pub(crate) fn router(state: AppState) -> Router {
-    let bk = bk_routes(&state);
+    let bk = routes_of(&state, BK_ROUTES, true);
     Router::new()
         .nest("/bk_plugin", bk.clone())
         .nest("/plugins/{plugin}/bk_plugin", bk)
-        .merge(panel_routes(&state))
+        .merge(routes_of(&state, PANEL_ROUTES, false))
+        // The panel's pages and files.
+        .route("/", get(panel::index))
+        .route("/ui", get(panel::index))
+        .route("/ui/", get(panel::index))
+        .route("/ui/{file}", get(panel::asset))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/openapi.json", get(ops::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body))
-        .layer(from_fn_with_state(state.clone(), crate::listener::body_deadline))
-        .layer(from_fn_with_state(state.clone(), guard::same_origin_only))
+        .layer(from_fn_with_state(state.clone(), guard::front_door))
         .with_state(state)
 }
 
-/// The handler of a route; every `post` requires a JSON body (see [`guard::require_json`]).
-fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
-    let route = match (method, path) {
-        ("get", "/meta") => get(invoke::meta),
-        ("get", "/detail/{version}") => get(invoke::detail),
-        ("post", "/invoke/{version}") => post(invoke::invoke),
-        ("get", "/schedule/{trace_id}") => get(invoke::schedule),
-        ("post", "/callback/{token}") => post(callback::callback),
-        ("get", "/logs/{trace_id}") => get(callback::logs),
-        ("get", "/reports/{trace_id}") => get(reports::list),
-        ("get", "/reports/{trace_id}/{*path}") => get(reports::file),
-        ("post", "/cancel/{trace_id}") => post(callback::cancel),
-        ("post", "/plugin_api_dispatch") => post(plugin_api::dispatch),
-        ("get", "/plugin_api/{*path}") => get(plugin_api::direct),
-        ("post", "/plugin_api/{*path}") => post(plugin_api::direct),
-        _ => unreachable!("every route in BK_ROUTES has a handler"),
-    };
-    if method == "post" {
-        route.layer(from_fn(guard::require_json))
-    } else {
-        route
+/// The routes of `table`, each behind its admission; with `trailing_slash`, each path also answers
+/// with a trailing slash, directly (a redirect loses a POST body).
+fn routes_of(state: &AppState, table: &[Route], trailing_slash: bool) -> Router<AppState> {
+    let mut router = Router::new();
+    for route in table {
+        let admission =
+            Admission { json: route.method == Method::Post, authenticate: route.access.is_protected(&state.config) };
+        let handler = || (route.handler)().layer(from_fn_with_state((state.clone(), admission), admit));
+        router = router.route(route.path, handler());
+        if trailing_slash && !route.path.contains("{*") {
+            router = router.route(&format!("{}/", route.path), handler());
+        }
     }
+    router
 }
 
-/// Each path answers with and without its trailing slash, directly (a redirect loses a POST body).
-fn bk_routes(state: &AppState) -> Router<AppState> {
-    let mut open = Router::new();
-    let mut protected = Router::new();
-    for (method, path, access) in BK_ROUTES {
-        let router = if access.is_protected(&state.config) { &mut protected } else { &mut open };
-        let mut r = std::mem::take(router).route(path, handler(method, path));
-        if !path.contains("{*") {
-            r = r.route(&format!("{path}/"), handler(method, path));
+/// What a route asks of a request before its handler runs.
+#[derive(Debug, Clone, Copy)]
+struct Admission {
+    /// A JSON body (every `POST`; see [`guard::not_json`]).
+    json: bool,
+    /// Credentials, on a server that has any; the [`Caller`] goes into the request's extensions.
+    authenticate: bool,
+}
+
+/// One layer per route for both checks (each layer costs every request a boxed future and a clone
+/// of what it wraps): credentials first (401), then the body's type (415).
+async fn admit(State((state, admission)): State<(AppState, Admission)>, mut request: Request, next: Next) -> Response {
+    if admission.authenticate {
+        match authenticate(&state, request.headers()) {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+            }
+            Err(refused) => return refused,
         }
-        *router = r;
     }
-    open.merge(protected.route_layer(from_fn_with_state(state.clone(), authenticate)))
+    if admission.json {
+        if let Some(message) = guard::not_json(&request) {
+            return fail(StatusCode::UNSUPPORTED_MEDIA_TYPE, &message, None);
+        }
+    }
+    next.run(request).await
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Response {
@@ -170,15 +103,6 @@ async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Response {
 
 async fn not_found(uri: Uri) -> Response {
     fail(StatusCode::NOT_FOUND, &format!("not found: {}", uri.path()), None)
-}
-
-/// The error envelope: `{"result": false, "data": null, "message": ...[, "trace_id": ...]}`.
-pub(crate) fn fail(status: StatusCode, message: &str, trace_id: Option<&str>) -> Response {
-    let mut body = json!({"result": false, "data": null, "message": message});
-    if let Some(trace_id) = trace_id {
-        body["trace_id"] = Value::String(trace_id.to_owned());
-    }
-    (status, Json(body)).into_response()
 }
 
 /// The plugin a request addresses (`{plugin}` in the path, or the default plugin) and the other
@@ -237,13 +161,9 @@ async fn scope(state: &AppState, params: &HashMap<String, String>) -> Result<Str
         }
         return Ok(plugin.clone());
     }
-    if let Some(default) = &state.config.default_plugin {
-        return Ok(default.clone());
-    }
-    let names: Vec<&str> = state.registry.names().collect();
-    match names.as_slice() {
-        [only] => Ok((*only).to_owned()),
-        _ => Err(fail(
+    match default_plugin(state) {
+        Some(default) => Ok(default),
+        None => Err(fail(
             StatusCode::NOT_FOUND,
             &format!(
                 "no default plugin is served here: use /plugins/<plugin>/bk_plugin/... (available plugins: {})",
@@ -254,6 +174,18 @@ async fn scope(state: &AppState, params: &HashMap<String, String>) -> Result<Str
     }
 }
 
+/// The plugin that answers under `/bk_plugin/`: `--default-plugin`, or the only one served.
+pub(crate) fn default_plugin(state: &AppState) -> Option<String> {
+    if let Some(default) = &state.config.default_plugin {
+        return Some(default.clone());
+    }
+    let mut names = state.registry.names();
+    match (names.next(), names.next()) {
+        (Some(only), None) => Some(only.to_owned()),
+        _ => None,
+    }
+}
+
 /// Whether `trace_id` is an invocation of `plugin` that the store holds (a plugin other nodes serve).
 async fn stored_elsewhere(state: &AppState, plugin: &str, trace_id: Option<&String>) -> Result<bool, Response> {
     let Some(trace_id) = trace_id else { return Ok(false) };
@@ -261,13 +193,6 @@ async fn stored_elsewhere(state: &AppState, plugin: &str, trace_id: Option<&Stri
         Ok(stored) => Ok(stored.is_some_and(|s| s.invocation.plugin == plugin)),
         Err(e) => Err(fail(StatusCode::SERVICE_UNAVAILABLE, &format!("invocation read error: {e}"), None)),
     }
-}
-
-/// `%Y-%m-%d %H:%M:%S` in UTC, as the Python framework prints times.
-pub(crate) fn format_time(millis: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(millis)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_default()
 }
 
 /// A body that exceeded the limit, or could not be read: the status and message to answer with.
@@ -285,9 +210,4 @@ pub(crate) fn unreadable_body(rejection: axum::extract::rejection::BytesRejectio
 pub(crate) fn body_error(rejection: axum::extract::rejection::BytesRejection) -> Response {
     let (status, message) = unreadable_body(rejection);
     fail(status, &message, None)
-}
-
-/// A malformed request, with the Python framework's prefix `输入不合法` ("invalid input").
-pub(crate) fn invalid_input(message: &str, trace_id: Option<&str>) -> Response {
-    fail(StatusCode::BAD_REQUEST, &format!("输入不合法: {message}"), trace_id)
 }

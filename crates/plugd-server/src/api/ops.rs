@@ -39,5 +39,5 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 pub(super) async fn openapi(State(state): State<AppState>) -> Response {
-    Json(crate::openapi::document(&state)).into_response()
+    Json(super::openapi::document(&state)).into_response()
 }

@@ -22,10 +22,10 @@ use plugd_sdk::State as InvocationState;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::fail;
 use crate::auth::Caller;
 use crate::events::{Snapshot, StreamPermit};
 use crate::state::{now_ms, AppState};
+use crate::wire::fail;
 
 /// The panel's policy: its own scripts, styles and frames only, nothing inline, no plugin-supplied
 /// markup that runs (report iframes are sandboxed and served under their own policy).

@@ -13,9 +13,10 @@ use plugd_core::new_trace_id;
 use plugd_sdk::{ApiError, ApiMethod, ApiReply, ApiRequest, ApiRoute};
 use serde_json::{json, Map, Value};
 
-use super::{body_error, fail, invalid_input, Scoped};
+use super::{body_error, Scoped};
 use crate::auth::{check_scope, Caller};
 use crate::state::AppState;
+use crate::wire::{fail, invalid_input};
 
 const PREFIX: &str = "/bk_plugin/plugin_api/";
 

@@ -6,9 +6,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{fail, Scoped};
+use super::Scoped;
 use crate::reports::{content_type, stored_path, CONTENT_SECURITY_POLICY};
 use crate::state::AppState;
+use crate::wire::fail;
 
 pub(super) async fn list(State(state): State<AppState>, scoped: Scoped) -> Response {
     let trace_id = scoped.param("trace_id");
