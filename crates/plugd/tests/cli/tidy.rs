@@ -41,9 +41,8 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
     ("plugd-bench", &["plugd-store-postgres", "plugd-core", "plugd-gitlab"]),
 ];
 
-/// The crates whose tests use the store conformance suite (`plugd-store-tests`) as a dev-dependency. ARCHITECTURE.md
-/// names the two stores only; `plugd`'s command-line tests also take its test PostgreSQL databases and damaged
-/// disks (`TestDatabase`, `disk`).
+/// The crates whose tests use the store conformance suite (`plugd-store-tests`) as a dev-dependency, as
+/// ARCHITECTURE.md names them: the two stores, and `plugd`'s command-line tests (its test databases and disks).
 const STORE_SUITE_USERS: &[&str] = &["plugd", "plugd-store-postgres", "plugd-store-sqlite"];
 
 /// Code spans of ARCHITECTURE.md that look like paths but name no file of this repository, each with why.
