@@ -6,7 +6,7 @@ use std::time::Duration;
 use plugd_sdk::{Callback, State};
 
 use crate::store::{millis_after, Millis, StoredInvocation};
-use crate::Trigger;
+use crate::{transition, Trigger};
 
 /// The times after which a pending invocation fails instead of waiting on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,6 +88,21 @@ pub fn plan(
     }
 }
 
+/// When a callback that arrived at `now` makes its invocation due: `Some(now)` when it waits in
+/// CALLBACK, no execute holds it (`leased`) and it was due later or never; otherwise `None`, its due
+/// time stays (a running execute's completion, or the commit of its first, sees the waiting callback).
+pub fn due_on_callback(state: State, leased: bool, next_run_at: Option<Millis>, now: Millis) -> Option<Millis> {
+    let later = next_run_at.is_none_or(|at| at > now);
+    (state == State::Callback && !leased && later).then_some(now)
+}
+
+/// What a cancel at `now` writes over an invocation in `state`: FAIL (by [`transition`], so never out
+/// of a final state) and its [`Plan`] (finished now, due never); `Err` with the final state it has.
+pub fn cancelled(state: State, now: Millis) -> Result<(State, Plan), State> {
+    let fail = transition(state, State::Fail).map_err(|e| e.from)?;
+    Ok((fail, plan(fail, None, None, None, false, now)))
+}
+
 /// The deadline of an invocation accepted at `now` under a runtime limit of `deadline`.
 pub fn deadline_at(now: Millis, deadline: Option<Duration>) -> Option<Millis> {
     deadline.map(|d| millis_after(now, d))
@@ -143,8 +158,10 @@ impl Limits {
                 return Some(format!("invocation reached the maximum invoke count of {max}"));
             }
         }
-        if stored.deadline_at.is_some_and(|at| now >= at) {
-            let limit = humantime::format_duration(self.deadline.unwrap_or_default());
+        if let Some(at) = stored.deadline_at.filter(|at| now >= *at) {
+            // The deadline in force when it was accepted (stored with it), not today's `--deadline`.
+            let limit = Duration::from_millis(u64::try_from(at - stored.created_at).unwrap_or(0));
+            let limit = humantime::format_duration(limit);
             return Some(format!("invocation passed its deadline of {limit} after it was accepted"));
         }
         let waited_out = stored.callback_deadline_at.is_some_and(|at| now >= at);
@@ -215,6 +232,50 @@ mod tests {
         assert_eq!(deadline_at(NOW, Some(Duration::from_secs(1))), Some(2_000));
         assert_eq!(retention_cutoff(NOW, Duration::from_millis(400)), 600);
         assert!(retention_cutoff(NOW, Duration::MAX) < 0);
+    }
+
+    #[test]
+    fn a_callback_makes_a_waiting_unheld_invocation_due_now() {
+        assert_eq!(due_on_callback(State::Callback, false, None, NOW), Some(NOW));
+        assert_eq!(due_on_callback(State::Callback, false, Some(NOW + 5), NOW), Some(NOW));
+        assert_eq!(due_on_callback(State::Callback, false, Some(NOW - 5), NOW), None, "already due earlier");
+        assert_eq!(due_on_callback(State::Callback, true, None, NOW), None, "an execute holds it");
+        assert_eq!(due_on_callback(State::Poll, false, Some(NOW + 5), NOW), None);
+    }
+
+    #[test]
+    fn a_cancel_fails_what_is_pending_and_nothing_final() {
+        let (state, plan) = cancelled(State::Callback, NOW).unwrap();
+        assert_eq!((state, plan.finish_at, plan.next_run_at), (State::Fail, Some(NOW), None));
+        assert_eq!(cancelled(State::Success, NOW), Err(State::Success));
+        assert_eq!(cancelled(State::Fail, NOW), Err(State::Fail));
+    }
+
+    #[test]
+    fn the_deadline_message_names_the_deadline_stored_with_the_invocation() {
+        let mut invocation = crate::Invocation::new("p", "1.0.0", serde_json::json!({}), serde_json::json!({}));
+        invocation.state = State::Poll;
+        let stored = StoredInvocation {
+            invocation,
+            created_at: NOW,
+            updated_at: NOW,
+            finish_at: None,
+            next_run_at: Some(NOW + 2_000),
+            lease_owner: None,
+            lease_expires_at: None,
+            attempt: 1,
+            deadline_at: Some(NOW + 2_000),
+            callback_deadline_at: None,
+            callback_timeout: None,
+            created_by: None,
+        };
+        // Today's --deadline is an hour; the invocation was accepted under two seconds.
+        let limits = Limits { max_invoke_count: None, deadline: Some(Duration::from_secs(3600)) };
+        assert_eq!(limits.exceeded(&stored, &Trigger::Poll, NOW + 1_999), None);
+        assert_eq!(
+            limits.exceeded(&stored, &Trigger::Poll, NOW + 2_000).as_deref(),
+            Some("invocation passed its deadline of 2s after it was accepted")
+        );
     }
 
     #[test]

@@ -281,15 +281,25 @@ impl Viewer {
         }
     }
 
-    /// How a store filters by it: `None` when this viewer sees nothing at all, `Some(None)` for every
-    /// invocation, `Some(Some(app))` for those `app` created.
-    pub fn created_by_filter(&self) -> Option<Option<&str>> {
+    /// Which invocations a store lists for it.
+    pub fn visibility(&self) -> Visibility<'_> {
         match self {
-            Viewer::Everyone => Some(None),
-            Viewer::App(None) => None,
-            Viewer::App(Some(app)) => Some(Some(app)),
+            Viewer::Everyone => Visibility::Everything,
+            Viewer::App(None) => Visibility::Nothing,
+            Viewer::App(Some(app)) => Visibility::CreatedBy(app),
         }
     }
+}
+
+/// Which invocations a [`Viewer`] sees, as a store filters them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility<'a> {
+    /// None at all.
+    Nothing,
+    /// Every invocation.
+    Everything,
+    /// Those this app created.
+    CreatedBy(&'a str),
 }
 
 /// Which invocations [`Store::history`] lists: all filters must match.

@@ -11,9 +11,9 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use plugd_core::store::Viewer;
+use plugd_core::store::{StoredInvocation, Viewer};
 
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, ServerConfig};
 use crate::state::AppState;
 use crate::wire::fail;
 
@@ -28,9 +28,14 @@ pub(crate) struct Caller {
     pub(crate) admin: bool,
 }
 
+/// Whether `caller` may see `stored`, by the one rule of visibility ([`Viewer`]).
+pub(crate) fn may_see(config: &ServerConfig, caller: Option<&Caller>, stored: &StoredInvocation) -> bool {
+    viewer(config, caller).may_see(stored.created_by.as_deref())
+}
+
 /// Which invocations a caller may see: every one on a server without credentials or with an admin
 /// token, else only its app's (`Viewer`'s rule). `None`: a route that authenticates no one.
-pub(crate) fn viewer(config: &crate::config::ServerConfig, caller: Option<&Caller>) -> Viewer {
+pub(crate) fn viewer(config: &ServerConfig, caller: Option<&Caller>) -> Viewer {
     match caller {
         Some(caller) if config.auth.is_configured() && !caller.admin => Viewer::App(caller.app_code.clone()),
         _ => Viewer::Everyone,

@@ -6,7 +6,7 @@ use plugd_core::schedule::{self, ClaimDecision, Deadlines, Plan};
 use plugd_core::store::{
     millis_after, until, CallbackReceipt, CancelOutcome, Claim, Completion, Delivery, ExecuteRecord, FinishCallback,
     HistoryPage, HistoryQuery, InvocationSummary, Millis, NewInvocation, OutboxItem, ReportFile, StoreError,
-    StoreStats, StoredInvocation,
+    StoreStats, StoredInvocation, Visibility,
 };
 use plugd_core::Invocation;
 use plugd_sdk::{Callback, State};
@@ -348,7 +348,11 @@ pub(crate) fn history(conn: &Connection, q: &HistoryQuery) -> Res<HistoryPage> {
     // Each filter is `?n IS NULL OR column = ?n`: one cached statement serves every combination.
     let filter = "(?1 IS NULL OR plugin = ?1) AND (?2 IS NULL OR version = ?2) AND (?3 IS NULL OR state = ?3)
                   AND (?4 IS NULL OR created_by = ?4)";
-    let Some(created_by) = q.viewer.created_by_filter() else { return Ok(HistoryPage::default()) };
+    let created_by = match q.viewer.visibility() {
+        Visibility::Nothing => return Ok(HistoryPage::default()),
+        Visibility::Everything => None,
+        Visibility::CreatedBy(app) => Some(app),
+    };
     let state = q.state.map(State::code);
     let total: i64 = conn
         .prepare_cached(&format!("SELECT COUNT(*) FROM invocations WHERE {filter}"))
@@ -530,12 +534,12 @@ pub(crate) fn add_callback(
     callback: &Callback,
     now: Millis,
 ) -> Res<CallbackReceipt> {
-    let row: Option<(u8, Option<String>)> = conn
-        .prepare_cached("SELECT state, lease_owner FROM invocations WHERE trace_id = ?1")
-        .and_then(|mut s| s.query_row([trace_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+    let row: Option<(u8, Option<String>, Option<Millis>)> = conn
+        .prepare_cached("SELECT state, lease_owner, next_run_at FROM invocations WHERE trace_id = ?1")
+        .and_then(|mut s| s.query_row([trace_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
         .map_err(sql_error)?;
-    if let Some((code, _)) = row {
-        let state = state_of(code)?;
+    let row = row.map(|(code, owner, due)| state_of(code).map(|state| (state, owner.is_some(), due))).transpose()?;
+    if let Some((state, ..)) = row {
         if state.is_final() {
             return Ok(CallbackReceipt::Finished(state));
         }
@@ -551,16 +555,11 @@ pub(crate) fn add_callback(
     conn.prepare_cached("INSERT INTO callbacks (callback_id, trace_id, data, received_at) VALUES (?1, ?2, ?3, ?4)")
         .and_then(|mut s| s.execute(params![callback.id, trace_id, callback.data.to_string(), now]))
         .map_err(sql_error)?;
-    // Due now if it waits for a callback and no execute holds it; otherwise the running execute's
-    // completion (or the commit of its first step) sees the pending callback.
-    if let Some((code, None)) = row {
-        if code == State::Callback.code() {
-            conn.prepare_cached(
-                "UPDATE invocations SET next_run_at = ?2 WHERE trace_id = ?1 AND (next_run_at IS NULL OR next_run_at > ?2)",
-            )
-            .and_then(|mut s| s.execute(params![trace_id, now]))
+    let due = row.and_then(|(state, leased, due)| schedule::due_on_callback(state, leased, due, now));
+    if let Some(due) = due {
+        conn.prepare_cached("UPDATE invocations SET next_run_at = ?2 WHERE trace_id = ?1")
+            .and_then(|mut s| s.execute(params![trace_id, due]))
             .map_err(sql_error)?;
-        }
     }
     Ok(CallbackReceipt::Accepted)
 }
@@ -579,17 +578,17 @@ pub(crate) fn cancel(
     let Some(code) = code else {
         return Ok(CancelOutcome::NotFound);
     };
-    let state = state_of(code)?;
-    if state.is_final() {
-        return Ok(CancelOutcome::AlreadyFinished(state));
-    }
+    let (state, plan) = match schedule::cancelled(state_of(code)?, now) {
+        Ok(cancelled) => cancelled,
+        Err(finished) => return Ok(CancelOutcome::AlreadyFinished(finished)),
+    };
     // The attempt bump fences out an execute that may be running.
     conn.prepare_cached(
-        "UPDATE invocations SET state = ?2, err = ?3, updated_at = ?4, finish_at = ?4, next_run_at = NULL,
+        "UPDATE invocations SET state = ?2, err = ?3, updated_at = ?4, finish_at = ?5, next_run_at = ?6,
              lease_owner = NULL, lease_expires_at = NULL, attempt = attempt + 1
          WHERE trace_id = ?1",
     )
-    .and_then(|mut s| s.execute(params![trace_id, State::Fail.code(), err, now]))
+    .and_then(|mut s| s.execute(params![trace_id, state.code(), err, now, plan.finish_at, plan.next_run_at]))
     .map_err(sql_error)?;
     if let Some(callback) = finish_callback {
         enqueue(conn, trace_id, callback, now)?;

@@ -13,7 +13,7 @@ use plugd_core::store::{CallbackReceipt, CancelOutcome};
 use plugd_sdk::Callback;
 use serde_json::{json, Value};
 
-use super::{unreadable_body, Scoped};
+use super::{unreadable_body, Addressed};
 use crate::state::{now_ms, AppState};
 use crate::wire::{self, fail, Answer};
 
@@ -81,10 +81,10 @@ pub(super) async fn callback(
     }
 }
 
-pub(super) async fn logs(State(state): State<AppState>, scoped: Scoped) -> Response {
-    let trace_id = scoped.param("trace_id").to_owned();
+pub(super) async fn logs(State(state): State<AppState>, addressed: Addressed) -> Response {
+    let trace_id = addressed.param("trace_id").to_owned();
     let not_found = || fail(StatusCode::OK, &format!("can not find schedule for trace_id {trace_id}"), None);
-    match scoped.invocation(&state, &trace_id).await {
+    match addressed.invocation(&state, &trace_id).await {
         Ok(Some(_)) => {}
         Ok(None) => return not_found(),
         Err(e) => return fail(StatusCode::SERVICE_UNAVAILABLE, &format!("logs read error: {e}"), None),
@@ -97,9 +97,9 @@ pub(super) async fn logs(State(state): State<AppState>, scoped: Scoped) -> Respo
 }
 
 /// Fails a pending invocation; a running execute of it loses its claim and its result is dropped.
-pub(super) async fn cancel(State(state): State<AppState>, scoped: Scoped) -> Response {
-    let trace_id = scoped.param("trace_id").to_owned();
-    let stored = match scoped.invocation(&state, &trace_id).await {
+pub(super) async fn cancel(State(state): State<AppState>, addressed: Addressed) -> Response {
+    let trace_id = addressed.param("trace_id").to_owned();
+    let stored = match addressed.invocation(&state, &trace_id).await {
         Ok(stored) => stored,
         Err(e) => return fail(StatusCode::SERVICE_UNAVAILABLE, &format!("cancel failed: {e}"), None),
     };

@@ -10,14 +10,14 @@ use plugd_core::store::StoreErrorKind;
 use plugd_core::{new_trace_id, Invocation, Trigger};
 use serde_json::{json, Value};
 
-use super::{body_error, Scoped};
+use super::{body_error, Addressed};
 use crate::advance::{AdvanceError, Advanced, Record};
 use crate::auth::{check_scope, Caller};
 use crate::state::AppState;
 use crate::wire::{self, fail, invalid_input, wire_outputs, Answer, TracedAnswer};
 
-pub(super) async fn meta(State(state): State<AppState>, scoped: Scoped) -> Response {
-    let plugin = scoped.plugin.clone();
+pub(super) async fn meta(State(state): State<AppState>, addressed: Addressed) -> Response {
+    let plugin = addressed.plugin.clone();
     let newest = state.registry.get(&plugin, None).ok();
     // A bk-plugin project describes itself as a whole (meta.py); other plugins by their newest version.
     let description = newest
@@ -38,9 +38,9 @@ pub(super) async fn meta(State(state): State<AppState>, scoped: Scoped) -> Respo
     Answer::new(meta, "").into_response()
 }
 
-pub(super) async fn detail(State(state): State<AppState>, scoped: Scoped) -> Response {
-    let plugin = scoped.plugin.clone();
-    let plugin = match state.registry.get(&plugin, Some(scoped.param("version"))) {
+pub(super) async fn detail(State(state): State<AppState>, addressed: Addressed) -> Response {
+    let plugin = addressed.plugin.clone();
+    let plugin = match state.registry.get(&plugin, Some(addressed.param("version"))) {
         Ok(plugin) => plugin,
         Err(e) => return fail(StatusCode::NOT_FOUND, &e.to_string(), None),
     };
@@ -76,17 +76,17 @@ fn parse_invoke_body(body: &[u8]) -> Result<(Value, Value), Response> {
 
 pub(super) async fn invoke(
     State(state): State<AppState>,
-    scoped: Scoped,
+    addressed: Addressed,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let name = scoped.plugin.clone();
+    let name = addressed.plugin.clone();
     // As in the Python framework, the scope permission is checked before anything else.
     if let Err(response) = check_scope(&state, &name, &caller, &headers) {
         return response;
     }
-    let plugin = match state.registry.get(&name, Some(scoped.param("version"))) {
+    let plugin = match state.registry.get(&name, Some(addressed.param("version"))) {
         Ok(plugin) => plugin,
         Err(e) => return fail(StatusCode::NOT_FOUND, &e.to_string(), None),
     };
@@ -137,10 +137,10 @@ pub(super) async fn invoke(
     TracedAnswer::new(invoked, "success", trace_id).into_response()
 }
 
-pub(super) async fn schedule(State(state): State<AppState>, scoped: Scoped) -> Response {
+pub(super) async fn schedule(State(state): State<AppState>, addressed: Addressed) -> Response {
     let request_id = new_trace_id();
-    let trace_id = scoped.param("trace_id").to_owned();
-    let stored = match scoped.invocation(&state, &trace_id).await {
+    let trace_id = addressed.param("trace_id").to_owned();
+    let stored = match addressed.invocation(&state, &trace_id).await {
         Ok(stored) => stored,
         Err(e) => {
             tracing::error!(%trace_id, "cannot read the invocation: {e}");

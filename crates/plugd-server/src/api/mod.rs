@@ -25,7 +25,7 @@ use axum::routing::get;
 use axum::Router;
 use plugd_core::store::{StoreError, StoredInvocation};
 
-use crate::auth::{authenticate, Caller};
+use crate::auth::{authenticate, may_see, Caller};
 use crate::guard;
 use crate::state::AppState;
 use crate::wire::fail;
@@ -107,14 +107,14 @@ async fn not_found(uri: Uri) -> Response {
 
 /// The plugin a request addresses (`{plugin}` in the path, or the default plugin) and the other
 /// path parameters. Rejects unknown plugins with a 404 envelope.
-pub(crate) struct Scoped {
+pub(crate) struct Addressed {
     pub(crate) plugin: String,
     pub(crate) params: HashMap<String, String>,
     /// Who is calling, on routes that authenticate.
     caller: Option<Caller>,
 }
 
-impl Scoped {
+impl Addressed {
     /// A path parameter, empty when absent.
     pub(crate) fn param(&self, name: &str) -> &str {
         self.params.get(name).map(String::as_str).unwrap_or_default()
@@ -129,27 +129,24 @@ impl Scoped {
         trace_id: &str,
     ) -> Result<Option<StoredInvocation>, StoreError> {
         let stored = state.store.get(trace_id).await?;
-        Ok(stored.filter(|s| s.invocation.plugin == self.plugin && self.may_see(state, s)))
-    }
-
-    fn may_see(&self, state: &AppState, stored: &StoredInvocation) -> bool {
-        crate::auth::viewer(&state.config, self.caller.as_ref()).may_see(stored.created_by.as_deref())
+        let caller = self.caller.as_ref();
+        Ok(stored.filter(|s| s.invocation.plugin == self.plugin && may_see(&state.config, caller, s)))
     }
 }
 
-impl FromRequestParts<AppState> for Scoped {
+impl FromRequestParts<AppState> for Addressed {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Scoped, Response> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Addressed, Response> {
         let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map_err(|e| fail(StatusCode::BAD_REQUEST, &format!("invalid path: {e}"), None))?;
         let plugin = scope(state, &params).await?;
-        Ok(Scoped { plugin, params, caller: parts.extensions.get::<Caller>().cloned() })
+        Ok(Addressed { plugin, params, caller: parts.extensions.get::<Caller>().cloned() })
     }
 }
 
-/// The plugin a route is scoped to: the one its path names, or the default. A plugin this node does
+/// The plugin a route is addressed to: the one its path names, or the default. A plugin this node does
 /// not serve is unknown, except on a route of one of its invocations that the store holds: during a
 /// rolling deploy any node answers `schedule`, `logs`, `reports` and `cancel` of any invocation.
 async fn scope(state: &AppState, params: &HashMap<String, String>) -> Result<String, Response> {

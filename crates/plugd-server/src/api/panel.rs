@@ -173,10 +173,6 @@ pub(crate) async fn form(
     }
 }
 
-fn may_see(state: &AppState, caller: Option<&Caller>, stored: &StoredInvocation) -> bool {
-    crate::auth::viewer(&state.config, caller).may_see(stored.created_by.as_deref())
-}
-
 fn bad_query(message: &str) -> Response {
     fail(StatusCode::BAD_REQUEST, &format!("invalid query: {message}"), None)
 }
@@ -302,7 +298,7 @@ fn execute_json(e: &ExecuteRecord) -> Value {
 /// The invocation `trace_id` as the caller may see it, or the response that says it cannot.
 async fn visible(state: &AppState, caller: Option<&Caller>, trace_id: &str) -> Result<StoredInvocation, Response> {
     match state.store.get(trace_id).await {
-        Ok(Some(stored)) if may_see(state, caller, &stored) => Ok(stored),
+        Ok(Some(stored)) if crate::auth::may_see(&state.config, caller, &stored) => Ok(stored),
         Ok(_) => Err(fail(StatusCode::NOT_FOUND, &format!("can not find schedule for trace_id {trace_id}"), None)),
         Err(e) => Err(unavailable(e)),
     }

@@ -13,7 +13,7 @@ use plugd_core::new_trace_id;
 use plugd_sdk::{ApiError, ApiMethod, ApiReply, ApiRequest, ApiRoute};
 use serde_json::{json, Map, Value};
 
-use super::{body_error, Scoped};
+use super::{body_error, Addressed};
 use crate::auth::{check_scope, Caller};
 use crate::state::AppState;
 use crate::wire::{fail, invalid_input};
@@ -27,15 +27,15 @@ fn find<'a>(state: &'a AppState, plugin: &str, method: ApiMethod, path: &str) ->
 /// `GET|POST plugin_api/{path}`: the plugin's reply as it is.
 pub(super) async fn direct(
     State(state): State<AppState>,
-    scoped: Scoped,
+    addressed: Addressed,
     Query(query): Query<HashMap<String, String>>,
     Extension(caller): Extension<Caller>,
     method: Method,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let plugin = scoped.plugin.clone();
-    let path = scoped.param("path").trim_matches('/');
+    let plugin = addressed.plugin.clone();
+    let path = addressed.param("path").trim_matches('/');
     let api_method = if method == Method::POST { ApiMethod::Post } else { ApiMethod::Get };
     let route = find(&state, &plugin, api_method, path);
     let body = match body {
@@ -86,13 +86,13 @@ async fn by_path(state: &AppState, plugin: &str, request: ApiRequest) -> Option<
 /// `POST plugin_api_dispatch` with `{url, method, username, data, dumped_data}`.
 pub(super) async fn dispatch(
     State(state): State<AppState>,
-    scoped: Scoped,
+    addressed: Addressed,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let trace_id = new_trace_id();
-    let plugin = scoped.plugin.clone();
+    let plugin = addressed.plugin.clone();
     let invalid = |message: &str| invalid_input(message, Some(&trace_id));
     // As in the Python framework, the scope permission is checked before anything else.
     if let Err(response) = check_scope(&state, &plugin, &caller, &headers) {

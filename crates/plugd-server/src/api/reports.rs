@@ -6,15 +6,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::Scoped;
+use super::Addressed;
 use crate::reports::{content_type, stored_path, CONTENT_SECURITY_POLICY};
 use crate::state::AppState;
 use crate::wire::fail;
 
-pub(super) async fn list(State(state): State<AppState>, scoped: Scoped) -> Response {
-    let trace_id = scoped.param("trace_id");
+pub(super) async fn list(State(state): State<AppState>, addressed: Addressed) -> Response {
+    let trace_id = addressed.param("trace_id");
     let not_found = || fail(StatusCode::OK, &format!("can not find schedule for trace_id {trace_id}"), None);
-    match scoped.invocation(&state, trace_id).await {
+    match addressed.invocation(&state, trace_id).await {
         Ok(Some(_)) => {}
         Ok(None) => return not_found(),
         Err(e) => return fail(StatusCode::SERVICE_UNAVAILABLE, &format!("reports read error: {e}"), None),
@@ -24,7 +24,7 @@ pub(super) async fn list(State(state): State<AppState>, scoped: Scoped) -> Respo
         Ok(None) => return not_found(),
         Err(e) => return fail(StatusCode::SERVICE_UNAVAILABLE, &format!("reports read error: {e}"), None),
     };
-    let base = format!("{}/plugins/{}/bk_plugin/reports/{trace_id}", state.config.public_url, scoped.plugin);
+    let base = format!("{}/plugins/{}/bk_plugin/reports/{trace_id}", state.config.public_url, addressed.plugin);
     let listed: Vec<Value> = reports
         .into_iter()
         .map(|mut report| {
@@ -37,13 +37,13 @@ pub(super) async fn list(State(state): State<AppState>, scoped: Scoped) -> Respo
     Json(json!({"result": true, "data": listed, "message": ""})).into_response()
 }
 
-pub(super) async fn file(State(state): State<AppState>, scoped: Scoped) -> Response {
-    let trace_id = scoped.param("trace_id");
+pub(super) async fn file(State(state): State<AppState>, addressed: Addressed) -> Response {
+    let trace_id = addressed.param("trace_id");
     let missing = || fail(StatusCode::NOT_FOUND, "no such report file", None);
-    if !matches!(scoped.invocation(&state, trace_id).await, Ok(Some(_))) {
+    if !matches!(addressed.invocation(&state, trace_id).await, Ok(Some(_))) {
         return missing();
     }
-    let Some(path) = stored_path(scoped.param("path")) else {
+    let Some(path) = stored_path(addressed.param("path")) else {
         return missing();
     };
     match state.store.report_file(trace_id, &path).await {

@@ -217,14 +217,17 @@ pub(crate) async fn add_callback(c: &mut Object, trace_id: &str, callback: &Call
     let tx = c.transaction().await.map_err(pg_error)?;
     let now = lock_trace(&tx, trace_id).await?;
     let row = tx
-        .cached_query_opt("SELECT state, lease_owner FROM invocations WHERE trace_id = $1 FOR UPDATE", &[&trace_id])
+        .cached_query_opt(
+            "SELECT state, lease_owner, next_run_at FROM invocations WHERE trace_id = $1 FOR UPDATE",
+            &[&trace_id],
+        )
         .await
         .map_err(pg_error)?;
-    let row: Option<(State, Option<String>)> = match row {
-        Some(r) => Some((state_of(r.get(0))?, r.get(1))),
+    let row: Option<(State, bool, Option<Millis>)> = match row {
+        Some(r) => Some((state_of(r.get(0))?, r.get::<_, Option<String>>(1).is_some(), r.get(2))),
         None => None,
     };
-    if let Some((state, _)) = &row {
+    if let Some((state, ..)) = &row {
         if state.is_final() {
             return Ok((CallbackReceipt::Finished(*state), false));
         }
@@ -248,18 +251,14 @@ pub(crate) async fn add_callback(c: &mut Object, trace_id: &str, callback: &Call
     .map_err(pg_error)?;
     // Due now if it waits for a callback and no execute holds it; otherwise the running execute's
     // completion (or the commit of its first step) sees the pending callback.
-    let mut due = false;
-    if let Some((State::Callback, None)) = row {
-        tx.cached_execute(
-            "UPDATE invocations SET next_run_at = $2 WHERE trace_id = $1 AND (next_run_at IS NULL OR next_run_at > $2)",
-            &[&trace_id, &now],
-        )
-        .await
-        .map_err(pg_error)?;
-        due = true;
+    let due = row.and_then(|(state, leased, due)| schedule::due_on_callback(state, leased, due, now));
+    if let Some(due) = due {
+        tx.cached_execute("UPDATE invocations SET next_run_at = $2 WHERE trace_id = $1", &[&trace_id, &due])
+            .await
+            .map_err(pg_error)?;
     }
     tx.commit().await.map_err(pg_error)?;
-    Ok((CallbackReceipt::Accepted, due))
+    Ok((CallbackReceipt::Accepted, due.is_some()))
 }
 
 pub(crate) async fn cancel(
@@ -270,22 +269,23 @@ pub(crate) async fn cancel(
 ) -> Res<CancelOutcome> {
     let tx = c.transaction().await.map_err(pg_error)?;
     let row = tx
-        .cached_query_opt("SELECT state FROM invocations WHERE trace_id = $1 FOR UPDATE", &[&trace_id])
+        .cached_query_opt("SELECT state, plugd_now_ms() FROM invocations WHERE trace_id = $1 FOR UPDATE", &[&trace_id])
         .await
         .map_err(pg_error)?;
     let Some(row) = row else {
         return Ok(CancelOutcome::NotFound);
     };
-    let state = state_of(row.get(0))?;
-    if state.is_final() {
-        return Ok(CancelOutcome::AlreadyFinished(state));
-    }
+    let now: Millis = row.get(1);
+    let (state, plan) = match schedule::cancelled(state_of(row.get(0))?, now) {
+        Ok(cancelled) => cancelled,
+        Err(finished) => return Ok(CancelOutcome::AlreadyFinished(finished)),
+    };
     // The attempt bump fences out an execute that may be running.
     tx.cached_execute(
-        "UPDATE invocations SET state = $2, err = $3, updated_at = plugd_now_ms(), finish_at = plugd_now_ms(),
-             next_run_at = NULL, lease_owner = NULL, lease_expires_at = NULL, attempt = attempt + 1
+        "UPDATE invocations SET state = $2, err = $3, updated_at = $4, finish_at = $5, next_run_at = $6,
+             lease_owner = NULL, lease_expires_at = NULL, attempt = attempt + 1
          WHERE trace_id = $1",
-        &[&trace_id, &i16::from(State::Fail.code()), &encode(err)],
+        &[&trace_id, &i16::from(state.code()), &encode(err), &now, &plan.finish_at, &plan.next_run_at],
     )
     .await
     .map_err(pg_error)?;

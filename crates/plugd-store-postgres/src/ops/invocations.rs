@@ -7,7 +7,7 @@ use std::time::Duration;
 use deadpool_postgres::Object;
 use plugd_core::schedule;
 use plugd_core::store::{
-    ExecuteRecord, HistoryPage, HistoryQuery, InvocationSummary, Millis, NewInvocation, StoredInvocation,
+    ExecuteRecord, HistoryPage, HistoryQuery, InvocationSummary, Millis, NewInvocation, StoredInvocation, Visibility,
 };
 use plugd_sdk::State;
 use serde_json::Value;
@@ -49,9 +49,12 @@ pub(crate) async fn history(c: &Object, q: &HistoryQuery) -> Res<HistoryPage> {
     let filter = "($1::TEXT IS NULL OR plugin = $1) AND ($2::TEXT IS NULL OR version = $2)
                   AND ($3::SMALLINT IS NULL OR state = $3)
                   AND ($4::TEXT IS NULL OR created_by = $4)";
-    let Some(created_by) = q.viewer.created_by_filter() else { return Ok(HistoryPage::default()) };
+    let created_by = match q.viewer.visibility() {
+        Visibility::Nothing => return Ok(HistoryPage::default()),
+        Visibility::Everything => None,
+        Visibility::CreatedBy(app) => Some(encode(app)),
+    };
     let state = q.state.map(|s| i16::from(s.code()));
-    let created_by = created_by.map(encode);
     let total: i64 = c
         .cached_query_one(
             &format!("SELECT COUNT(*) FROM invocations WHERE {filter}"),
