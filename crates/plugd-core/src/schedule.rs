@@ -140,13 +140,12 @@ pub fn callback_timeout_error(timeout: Duration) -> String {
     format!("plugin schedule failed: callback timeout after {}", humantime::format_duration(timeout))
 }
 
-/// A runtime's limits on invocations.
+/// A runtime's limits on invocations, beyond the deadline each invocation carries (`deadline_at`,
+/// set from the runtime's deadline when it was accepted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
     /// Fail an invocation that would execute more often than this.
     pub max_invoke_count: Option<u32>,
-    /// Fail an invocation still pending this long after it was accepted.
-    pub deadline: Option<Duration>,
 }
 
 impl Limits {
@@ -269,8 +268,8 @@ mod tests {
             callback_timeout: None,
             created_by: None,
         };
-        // Today's --deadline is an hour; the invocation was accepted under two seconds.
-        let limits = Limits { max_invoke_count: None, deadline: Some(Duration::from_secs(3600)) };
+        // Whatever today's --deadline is, the invocation was accepted under two seconds.
+        let limits = Limits { max_invoke_count: None };
         assert_eq!(limits.exceeded(&stored, &Trigger::Poll, NOW + 1_999), None);
         assert_eq!(
             limits.exceeded(&stored, &Trigger::Poll, NOW + 2_000).as_deref(),

@@ -137,7 +137,7 @@ impl ServerConfig {
 
     /// The limits of [`ServerConfig::max_invoke_count`] and [`ServerConfig::deadline`].
     pub fn limits(&self) -> plugd_core::schedule::Limits {
-        plugd_core::schedule::Limits { max_invoke_count: self.max_invoke_count, deadline: self.deadline }
+        plugd_core::schedule::Limits { max_invoke_count: self.max_invoke_count }
     }
 
     /// Whether the API is open to any caller: no credentials configured, listening on loopback.
