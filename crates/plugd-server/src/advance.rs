@@ -3,11 +3,13 @@
 //! store, and wake whoever waits for what it made due.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
-use plugd_core::store::{Completion, NewInvocation, StoreError};
+use plugd_core::store::{finish_callback_of, Completion, FinishCallback, NewInvocation, ReportFile, StoreError};
 use plugd_core::{Invocation, Step, StepError, Trigger};
 
-use crate::state::{now_ms, AppState};
+use crate::logs::LogCapture;
+use crate::state::{now_ms, AppState, Inner};
 
 /// How the result of an execute is recorded.
 pub(crate) enum Record {
@@ -130,5 +132,78 @@ impl AppState {
         self.wake_scheduler_for(step.state, step.poll_after);
         invocation.apply(step);
         Ok(Advanced::Recorded(Box::new(invocation)))
+    }
+}
+
+/// The parts of an execute's path that others share: the cancel handler asks whether a finish
+/// callback is due, the callback handler wakes the scheduler.
+impl AppState {
+    /// Runs one execute, timing it and collecting the logs it emitted.
+    pub(crate) async fn run_step(
+        &self,
+        invocation: &Invocation,
+        trigger: Trigger,
+    ) -> Result<(Step, String), StepError> {
+        /// Drops the captured logs if the execute is abandoned (a client that went away).
+        struct Forget<'a>(&'a LogCapture, &'a str);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.take(self.1);
+            }
+        }
+        let forget = Forget(&self.logs, &invocation.trace_id);
+        let started = Instant::now();
+        let mut step = self.executor.step(invocation, trigger).await;
+        self.metrics.execute_duration.observe(started.elapsed());
+        if let Ok(step) = &mut step {
+            step.callback_timeout = step.callback_timeout.or(self.config.callback_timeout);
+        }
+        let logs = self.logs.take(&invocation.trace_id);
+        drop(forget);
+        step.map(|step| (step, logs))
+    }
+
+    /// Reads the files of an execute's reports; returns what the store keeps of them.
+    pub(crate) async fn keep_reports(
+        &self,
+        trace_id: &str,
+        invoke_count: u32,
+        reports: Vec<plugd_sdk::Report>,
+    ) -> (Vec<serde_json::Value>, Vec<ReportFile>) {
+        if reports.is_empty() {
+            return Default::default();
+        }
+        let (files, trace_id) = (self.report_files.clone(), trace_id.to_owned());
+        tokio::task::spawn_blocking(move || files.persist(&trace_id, invoke_count, &reports)).await.unwrap_or_default()
+    }
+
+    /// The finish callback of an invocation that just ended, if its plugin enables one. A version
+    /// that only other nodes serve (a cancel during a rolling deploy) cannot say: the caller's own
+    /// `plugin_callback_info` decides, so a caller that asked to be told is told.
+    pub(crate) fn finish_callback_for(&self, invocation: &Invocation) -> Option<FinishCallback> {
+        match self.registry.get(&invocation.plugin, Some(&invocation.version)) {
+            Ok(plugin) if !plugin.info.enable_plugin_callback => return None,
+            Ok(_) | Err(_) => {}
+        }
+        finish_callback_of(&invocation.context)
+    }
+}
+
+impl Inner {
+    /// Wakes the scheduler for an invocation an execute left in `state`, due after `poll_after` in
+    /// state POLL: unless it is final, or due no earlier than the scheduler looks anyway (it reads
+    /// the next due time from the store after each claim, so a sleep it planned covers the rest).
+    pub(crate) fn wake_scheduler_for(&self, state: plugd_sdk::State, poll_after: Option<std::time::Duration>) {
+        use plugd_sdk::State;
+        let due = match state {
+            State::Success | State::Fail => return,
+            State::Poll => plugd_core::store::millis_after(now_ms(), poll_after.unwrap_or_default()),
+            // Due now if a callback waits for it.
+            State::Empty | State::Callback => 0,
+        };
+        let sleeps_until = self.scheduler_sleeps_until.load(std::sync::atomic::Ordering::Acquire);
+        if sleeps_until == 0 || due < sleeps_until {
+            self.wake_scheduler.notify_one();
+        }
     }
 }

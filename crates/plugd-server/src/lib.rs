@@ -20,6 +20,7 @@ mod advance;
 mod api;
 pub mod apigw;
 mod auth;
+mod claim_loop;
 pub mod config;
 mod connections;
 mod events;

@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::claim_loop;
 use crate::state::{now_ms, AppState};
 
 const BATCH: usize = 32;
@@ -36,48 +37,28 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
     // bounded by `timeout`; recording its outcome is one write). After a crash mid-attempt the
     // delivery is retried once this runs out, so the margin is kept short.
     let lease = timeout + LEASE_MARGIN;
-    loop {
-        // Claim only what can be sent now: a claimed item's lease runs from the claim.
-        let first = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-            () = shutdown.cancelled() => return,
-        };
-        let limit = (slots.available_permits() + 1).min(BATCH);
-        let items = match state.store.claim_outbox(now_ms(), limit, lease).await {
-            Ok(items) => items,
-            Err(e) => {
-                tracing::error!("cannot read the finish-callback outbox: {e}");
-                Vec::new()
-            }
-        };
-        let full = items.len() == limit;
-        let mut first = Some(first);
-        for item in items {
-            let slot = match first.take() {
-                Some(slot) => slot,
-                None => slots.clone().acquire_owned().await.expect("the semaphore is never closed"),
-            };
-            let (state, client) = (state.clone(), client.clone());
-            tokio::spawn(async move {
-                deliver(&state, &client, item).await;
-                drop(slot);
-            });
-        }
-        drop(first);
-        if full {
-            continue;
-        }
-        let max_idle = state.store.max_idle();
-        let sleep_for = match state.store.next_outbox_due(now_ms()).await {
-            Ok(Some(due_in)) => due_in.min(max_idle),
-            _ => max_idle,
-        };
-        tokio::select! {
-            () = tokio::time::sleep(sleep_for) => {}
-            () = state.wake_outbox.notified() => {}
-            _ = state.store.woken(Wake::Outbox) => {}
-            () = shutdown.cancelled() => return,
-        }
+    let claim = |limit| state.store.claim_outbox(now_ms(), limit, lease);
+    let start = |item, slot| {
+        let (state, client) = (state.clone(), client.clone());
+        tokio::spawn(async move {
+            deliver(&state, &client, item).await;
+            drop(slot);
+        });
+    };
+    claim_loop::run("finish callbacks", slots, BATCH, &shutdown, claim, start, || sleep(&state)).await;
+}
+
+/// Sleeps until the next delivery is due (at most the store's `max_idle`) or until woken.
+async fn sleep(state: &AppState) {
+    let max_idle = state.store.max_idle();
+    let sleep_for = match state.store.next_outbox_due(now_ms()).await {
+        Ok(Some(due_in)) => due_in.min(max_idle),
+        _ => max_idle,
+    };
+    tokio::select! {
+        () = tokio::time::sleep(sleep_for) => {}
+        () = state.wake_outbox.notified() => {}
+        _ = state.store.woken(Wake::Outbox) => {}
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::advance::{AdvanceError, Advanced, Record};
+use crate::claim_loop;
 use crate::state::{now_ms, AppState};
 
 /// Most invocations claimed in one store operation.
@@ -29,63 +30,41 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
     let owner = state.node.node_id.clone();
     let workers = Arc::new(Semaphore::new(state.config.workers.max(1)));
     let running: Running = Arc::default();
-    let mut tasks = JoinSet::new();
-    loop {
+    let tasks = Mutex::new(JoinSet::new());
+    let claim = |limit| state.store.claim(now_ms(), limit, &owner, state.config.lease, &state.node.served);
+    let start = |claim: Claim, worker| {
+        let key = claim.stored.invocation.trace_id.clone();
+        running.lock().unwrap_or_else(|p| p.into_inner()).insert(key, claim.stored.attempt);
+        let mut tasks = tasks.lock().unwrap_or_else(|p| p.into_inner());
         while tasks.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            permit = workers.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = shutdown.cancelled() => break,
-        };
-        let limit = (workers.available_permits() + 1).min(BATCH);
-        let claims = match state.store.claim(now_ms(), limit, &owner, state.config.lease, &state.node.served).await {
-            Ok(claims) => claims,
-            Err(e) => {
-                tracing::error!("cannot claim due invocations: {e}");
-                drop(permit);
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    () = shutdown.cancelled() => break,
-                }
-            }
-        };
-        let full = claims.len() == limit;
-        let mut permit = Some(permit);
-        for claim in claims {
-            let permit = match permit.take() {
-                Some(permit) => permit,
-                None => workers.clone().acquire_owned().await.expect("the semaphore is never closed"),
-            };
-            let key = claim.stored.invocation.trace_id.clone();
-            running.lock().unwrap_or_else(|p| p.into_inner()).insert(key, claim.stored.attempt);
-            tasks.spawn(execute_claim(state.clone(), claim, permit, running.clone()));
-        }
-        drop(permit);
-        if full {
-            continue;
-        }
-        // The longest sleep when nothing is due: a safety net, not a tick (short on a shared
-        // database, where a wake-up from another node may be lost).
-        let max_idle = state.store.max_idle();
-        let sleep_for = match state.store.next_due(now_ms(), &state.node.served).await {
-            Ok(Some(due_in)) => due_in.min(max_idle),
-            Ok(None) => max_idle,
-            Err(e) => {
-                tracing::error!("cannot read the next due time: {e}");
-                Duration::from_secs(1)
-            }
-        };
-        // Set after reading the next due time: what comes due later than this sleep is found when it ends.
-        let until = plugd_core::store::millis_after(now_ms(), sleep_for).max(1);
-        state.scheduler_sleeps_until.store(until, Ordering::Release);
-        tokio::select! {
-            () = tokio::time::sleep(sleep_for) => {}
-            () = state.wake_scheduler.notified() => {}
-            _ = state.store.woken(Wake::Invocations) => {}
-            () = shutdown.cancelled() => break,
-        }
-        state.scheduler_sleeps_until.store(0, Ordering::Release);
-    }
+        tasks.spawn(execute_claim(state.clone(), claim, worker, running.clone()));
+    };
+    claim_loop::run("due invocations", workers, BATCH, &shutdown, claim, start, || sleep(&state)).await;
+    let tasks = tasks.into_inner().unwrap_or_else(|p| p.into_inner());
     shut_down(&state, tasks, running).await;
+}
+
+/// Sleeps until the next due time (at most the store's `max_idle`: a safety net, not a tick, short
+/// on a shared database where another node's wake-up may be lost) or until woken.
+async fn sleep(state: &AppState) {
+    let max_idle = state.store.max_idle();
+    let sleep_for = match state.store.next_due(now_ms(), &state.node.served).await {
+        Ok(Some(due_in)) => due_in.min(max_idle),
+        Ok(None) => max_idle,
+        Err(e) => {
+            tracing::error!("cannot read the next due time: {e}");
+            Duration::from_secs(1)
+        }
+    };
+    // Set after reading the next due time: what comes due later than this sleep is found when it ends.
+    let until = plugd_core::store::millis_after(now_ms(), sleep_for).max(1);
+    state.scheduler_sleeps_until.store(until, Ordering::Release);
+    tokio::select! {
+        () = tokio::time::sleep(sleep_for) => {}
+        () = state.wake_scheduler.notified() => {}
+        _ = state.store.woken(Wake::Invocations) => {}
+    }
+    state.scheduler_sleeps_until.store(0, Ordering::Release);
 }
 
 /// Lets running executes finish within the grace period, then gives back the claims of the rest.
