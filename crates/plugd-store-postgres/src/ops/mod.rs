@@ -4,6 +4,7 @@
 //! This file holds what the operations share (row reading, columns, prepared statements); each
 //! submodule the operations on one part of the schema.
 
+mod callbacks;
 mod claims;
 mod completions;
 mod invocations;
@@ -29,8 +30,9 @@ use tokio_postgres::Row;
 use crate::text::decode_opt;
 use crate::{data_error, pg_error};
 
+pub(crate) use callbacks::add_callback;
 pub(crate) use claims::{claim, next_due, release, renew};
-pub(crate) use completions::{add_callback, cancel, complete_batch};
+pub(crate) use completions::{cancel, complete_batch};
 pub(crate) use invocations::{executes, get, history, insert_batch, logs, report_file, reports};
 pub(crate) use nodes::{cluster, heartbeat, leave};
 pub(crate) use outbox::{claim_outbox, finish_delivery, next_outbox_due};
