@@ -146,7 +146,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "PLUGD_PLUGINS_DIR", value_name = "DIR")]
     plugins: Vec<PathBuf>,
     /// The folder process plugins run in, and the only one their report files may come from
-    /// [default: <database>-workspace next to the database]; it must not hold plugd's own files.
+    /// [default: <database>-workspace next to a SQLite database; $PLUGD_HOME/workspace with
+    /// PostgreSQL]; it must not hold plugd's own files.
     #[arg(long, env = "PLUGD_WORKSPACE", value_name = "DIR")]
     workspace: Option<PathBuf>,
     /// A file holding the callback signing secret (also PLUGD_CALLBACK_SECRET) [default: generated, kept in the database].
@@ -406,7 +407,8 @@ pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) ->
             name.push("-workspace");
             path.with_file_name(name)
         }
-        None => PathBuf::from("plugd-workspace"),
+        // A database elsewhere: plugd's data directory, not whatever folder the server was started in.
+        None => plugd_process::home::plugd_home().join("workspace"),
     };
     let mut config = config(&args)?;
     // Report files must be inside the folder plugins run in, which holds none of plugd's own.
@@ -448,7 +450,7 @@ pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) ->
             Err(OpenError::Open(e)) => return Err(CliError::Failed(anyhow::anyhow!(e))),
         };
         let location = store.info().await.map(|info| info.location).unwrap_or_default();
-        match std::fs::create_dir(&config.workspace) {
+        match std::fs::create_dir_all(&config.workspace) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
                 return Err(CliError::Usage(format!("--workspace {}: {e}", config.workspace.display())));
             }

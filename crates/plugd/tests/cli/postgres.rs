@@ -337,3 +337,21 @@ fn a_nul_in_a_callback_body_and_in_an_error_is_kept_on_postgresql() {
     drop(node);
     rt.block_on(database.drop_database());
 }
+
+#[test]
+fn without_workspace_a_postgresql_server_works_in_plugd_home_not_where_it_was_started() {
+    let rt = runtime();
+    let Some(database) = rt.block_on(TestDatabase::create("without_workspace_works_in_plugd_home")) else {
+        return;
+    };
+    let (started_in, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let home_text = home.path().display().to_string();
+    let args = ["serve", "--listen", "127.0.0.1:0", "--db", database.url()];
+    let plugd = Plugd::new(&args).current_dir(started_in.path()).env("PLUGD_HOME", &home_text);
+    let mut child = Running::new(plugd.spawn());
+    crate::util::listening_on(&mut child, "plugd serve starts on PostgreSQL without --workspace");
+    drop(child);
+    let left: Vec<_> = std::fs::read_dir(started_in.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "plugd serve left {left:?} in the folder it was started in");
+    assert!(home.path().join("workspace").is_dir(), "the workspace is $PLUGD_HOME/workspace");
+}
