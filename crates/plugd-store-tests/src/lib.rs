@@ -41,13 +41,21 @@ pub type Cleanup = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct Harness {
     /// The store under test.
     pub store: Arc<dyn Store>,
+    /// A second store on the same database, as another process opens it (stores shared by nodes).
+    neighbour: Option<Arc<dyn Store>>,
     cleanup: Option<Cleanup>,
 }
 
 impl Harness {
     /// A harness over `store`; `cleanup` runs after the case, passed or failed.
     pub fn new(store: Arc<dyn Store>, cleanup: Option<Cleanup>) -> Harness {
-        Harness { store, cleanup }
+        Harness { store, neighbour: None, cleanup }
+    }
+
+    /// The same, with `neighbour`: a second store on the same database, as another node opens it.
+    pub fn with_neighbour(mut self, neighbour: Arc<dyn Store>) -> Harness {
+        self.neighbour = Some(neighbour);
+        self
     }
 
     /// Runs `case`, then the cleanup, then fails if the case failed.
@@ -56,8 +64,18 @@ impl Harness {
         F: FnOnce(Arc<dyn Store>) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let Harness { store, cleanup } = self;
-        let outcome = AssertUnwindSafe(case(store)).catch_unwind().await;
+        self.run_with_neighbour(|store, _| case(store)).await;
+    }
+
+    /// Runs `case` with the store and its neighbour (if the store has one), then the cleanup, then
+    /// fails if the case failed.
+    pub async fn run_with_neighbour<F, Fut>(self, case: F)
+    where
+        F: FnOnce(Arc<dyn Store>, Option<Arc<dyn Store>>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let Harness { store, neighbour, cleanup } = self;
+        let outcome = AssertUnwindSafe(case(store, neighbour)).catch_unwind().await;
         if let Some(cleanup) = cleanup {
             cleanup.await;
         }
@@ -88,7 +106,19 @@ macro_rules! conformance {
             claims_take_only_served_versions,
             nodes_heartbeat_and_unserved_work_shows,
             nul_bytes_are_stored_as_sent,
+            a_released_claim_is_due_again_at_once_and_fenced,
         );
+        $crate::conformance!(@neighbour_cases $open; wake_ups_reach_the_other_processes);
+    };
+    (@neighbour_cases $open:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                if let Some(harness) = $open().await {
+                    harness.run_with_neighbour($crate::cases::$case).await;
+                }
+            }
+        )*
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
         $(

@@ -1,8 +1,10 @@
 //! The cases. Each takes a fresh, empty store.
 
 mod nodes;
+mod wakes;
 
 pub use nodes::*;
+pub use wakes::*;
 
 use std::collections::HashSet;
 use std::sync::Arc;
