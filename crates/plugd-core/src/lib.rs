@@ -60,6 +60,6 @@ pub use invocation::{new_trace_id, Invocation, Trigger};
 pub use plugd_sdk::{is_valid_name, parse_version};
 pub use registry::{LookupError, RegisteredPlugin, Registry, RegistryBuilder, RegistryError};
 pub use state::{transition, TransitionError};
-pub use validate::{FieldError, SchemaValidator, ValidationErrors};
+pub use validate::{FieldError, SchemaCompileError, SchemaValidator, ValidationErrors};
 
 pub use plugd_sdk::State;

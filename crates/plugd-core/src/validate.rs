@@ -44,16 +44,26 @@ impl fmt::Display for ValidationErrors {
 
 impl std::error::Error for ValidationErrors {}
 
+/// A JSON Schema that does not compile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SchemaCompileError {
+    /// What is wrong with the schema, as the JSON Schema compiler says.
+    pub message: String,
+}
+
 impl SchemaValidator {
     /// Compiles `schema`; the error says what is wrong with it.
     ///
     /// As in pydantic v1, a property that is not required and has no default (or a `null` one), an
     /// optional field, also accepts `null`, whatever type it declares: the kit's schemas type an
     /// `Option<T>` field as its `T`, as pydantic does.
-    pub fn new(schema: &Value) -> Result<SchemaValidator, String> {
+    pub fn new(schema: &Value) -> Result<SchemaValidator, SchemaCompileError> {
         let mut schema = schema.clone();
         optional_accepts_null(&mut schema);
-        jsonschema::draft7::new(&schema).map(|validator| SchemaValidator { validator }).map_err(|e| e.to_string())
+        jsonschema::draft7::new(&schema)
+            .map(|validator| SchemaValidator { validator })
+            .map_err(|e| SchemaCompileError { message: e.to_string() })
     }
 
     /// Validates `instance`, reporting every failure.

@@ -23,23 +23,47 @@ pub struct GitlabConfig {
     pub variables: BTreeMap<String, String>,
 }
 
+/// A configuration file that could not be read or is not a valid configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum GitlabConfigError {
+    /// The file could not be read.
+    #[error("{}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        error: std::io::Error,
+    },
+    /// The file is not YAML, or not a configuration (an unknown field, a wrong type).
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The line of the problem (1-based), when the parser knows it.
+        line: Option<usize>,
+        /// What is wrong, without the parser's position.
+        message: String,
+    },
+}
+
 impl GitlabConfig {
     /// Reads `path`; errors name the file and line.
-    pub fn load(path: &Path) -> Result<GitlabConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<GitlabConfig, GitlabConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|error| GitlabConfigError::Read { path: path.to_owned(), error })?;
         serde_yaml_ng::from_str(&text).map_err(|e| {
             // An error at the end of the input (an unclosed bracket) is placed on the line after the
             // last: show the last line with text instead.
             let last = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).last().map_or(1, |(i, _)| i + 1);
-            let line = e.location().map(|l| format!(":{}", l.line().min(last))).unwrap_or_default();
+            let line = e.location().map(|l| l.line().min(last));
             let message = e.to_string();
             let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
-            format!("{}{line}: {message}", path.display())
+            GitlabConfigError::Invalid { path: path.to_owned(), line, message }
         })
     }
 
     /// `--config`, else `./plugd-gitlab.yaml` when it exists, else nothing.
-    pub fn find(explicit: Option<&Path>) -> Result<(GitlabConfig, Option<PathBuf>), String> {
+    pub fn find(explicit: Option<&Path>) -> Result<(GitlabConfig, Option<PathBuf>), GitlabConfigError> {
         if let Some(path) = explicit {
             return Ok((GitlabConfig::load(path)?, Some(path.to_owned())));
         }

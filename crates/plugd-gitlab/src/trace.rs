@@ -23,10 +23,20 @@ pub fn clean(log: &str) -> String {
     log.replace("\r\n", "\n").replace('\r', "\n")
 }
 
+/// A tag regex that does not compile.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid tag regex: {error}")]
+pub struct TagPatternError {
+    /// The pattern as given (before it is anchored).
+    pub pattern: String,
+    /// What the regex compiler said.
+    pub error: regex::Error,
+}
+
 /// Compiles a tag regex, anchored at the start of each line (so that an echoed command such as
 /// `$ echo "IMAGE_TAG=$TAG"` never matches).
-pub fn tag_regex(pattern: &str) -> Result<Regex, String> {
-    Regex::new(&format!("(?m)^(?:{pattern})")).map_err(|e| format!("invalid tag regex: {e}"))
+pub fn tag_regex(pattern: &str) -> Result<Regex, TagPatternError> {
+    Regex::new(&format!("(?m)^(?:{pattern})")).map_err(|error| TagPatternError { pattern: pattern.to_owned(), error })
 }
 
 /// The tag the last matching line names: the `tag` group, else the part after the last `:` of the

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::{load, LoadError, ProcessOptions};
+use crate::{load, InstallError, LoadError, ProcessOptions};
 
 /// Why an install or uninstall failed.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +14,9 @@ pub enum HomeError {
     /// The plugin does not load.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// An `install` command of the plugin failed.
+    #[error(transparent)]
+    Install(#[from] InstallError),
     /// An archive that could write outside its folder, or is not a plugin.
     #[error("refused archive {archive}: {reason}")]
     Archive {
@@ -266,7 +269,7 @@ pub async fn install(
         if previous.exists() {
             let _ = std::fs::rename(&previous, &target);
         }
-        return Err(HomeError::State(e));
+        return Err(HomeError::Install(e));
     }
     let _ = std::fs::remove_dir_all(&previous);
     Ok(Installed { id: info.name, version: info.version, dir: target, sha256 })

@@ -39,9 +39,9 @@ use std::sync::Arc;
 use plugd_sdk::{PluginInfo, PluginSchemas};
 
 pub use bk::{install_bk, interpreter, is_bk_project, load_bk, BkPlugin, BkProject, PythonOptions, REPLACED_PACKAGES};
-pub use plugin::{ProcessOptions, ProcessPlugin};
+pub use plugin::{InstallError, ProcessOptions, ProcessPlugin};
 pub use protocol::PROTOCOL_VERSION;
-pub use user::PluginUser;
+pub use user::{PluginUser, PluginUserError};
 
 /// A plugin folder that could not be loaded: which file, which line, which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,7 +173,7 @@ impl Folder {
 
     /// Prepares it to run in place: a process plugin's `install` commands; nothing for a bk-plugin
     /// project, whose `.venv/` (or `--python`) is used as it is.
-    pub async fn install(&self) -> Result<(), String> {
+    pub async fn install(&self) -> Result<(), InstallError> {
         match self {
             Folder::Process(plugin) => plugin.install().await,
             Folder::Bk(_) => Ok(()),

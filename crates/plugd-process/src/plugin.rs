@@ -128,6 +128,29 @@ fn input_env(inputs: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// An `install` command of a plugin that could not run or did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstallError {
+    /// The command could not be started, or waited for.
+    #[error("{reason}")]
+    Start {
+        /// The command, its arguments joined by spaces.
+        command: String,
+        /// Why it could not run.
+        reason: String,
+    },
+    /// The command timed out, or ended with a signal or an exit code other than 0.
+    #[error("install command {command:?} failed ({exit}): {tail}")]
+    Failed {
+        /// The command, its arguments joined by spaces.
+        command: String,
+        /// How it ended: `exit code 1`, `killed by signal 9`...
+        exit: String,
+        /// The last lines of its output.
+        tail: String,
+    },
+}
+
 impl ProcessPlugin {
     /// The plugin's folder.
     pub fn dir(&self) -> &Path {
@@ -150,7 +173,7 @@ impl ProcessPlugin {
     }
 
     /// Runs the manifest's `install` commands in the plugin folder, one after the other.
-    pub async fn install(&self) -> Result<(), String> {
+    pub async fn install(&self) -> Result<(), InstallError> {
         let mut env = base_env(&self.options, self.passthrough());
         if let Entry::Qci(qci) = &self.entry {
             env.extend(qci.install_env());
@@ -171,14 +194,14 @@ impl ProcessPlugin {
                 reaper: self.options.reaper.as_deref(),
                 user: None,
             })
-            .await?;
+            .await
+            .map_err(|reason| InstallError::Start { command: argv.join(" "), reason })?;
             if finished.timed_out || finished.code != Some(0) {
-                return Err(format!(
-                    "install command {:?} failed ({}): {}",
-                    argv.join(" "),
-                    describe_exit(&finished),
-                    finished.tail
-                ));
+                return Err(InstallError::Failed {
+                    command: argv.join(" "),
+                    exit: describe_exit(&finished),
+                    tail: finished.tail,
+                });
             }
         }
         Ok(())

@@ -69,7 +69,7 @@ pub use erased::{
 };
 pub use meta::{is_valid_name, parse_version, version_spellings, Meta};
 pub use plugin::{Outcome, Plugin, PluginError};
-pub use report::Report;
+pub use report::{Report, ReportError};
 pub use schema::{field_title, for_each_subschema, schema_for, Empty, PluginCallbackInfo};
 
 // Re-exported so plugin crates use the exact versions the kit was built with.

@@ -1,6 +1,8 @@
 //! Reports: links and HTML pages a plugin attaches to its invocation (the qci-plugin SDK's
 //! `report_output`).
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 /// One report. At least one of `description`, `url` and `report_html` is required; `url` excludes
@@ -25,21 +27,51 @@ pub struct Report {
     pub report_dir: Option<String>,
 }
 
+/// A [`Report`] that breaks a rule of `report_output`; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// None of `description`, `url` and `report_html`.
+    Empty,
+    /// `url` with `report_html` or `report_dir`.
+    UrlWithFiles,
+    /// `report_dir` without `report_html`, its index page.
+    DirWithoutIndex,
+    /// A `url` that is not an `http://` or `https://` URL.
+    NotHttpUrl {
+        /// The URL given.
+        url: String,
+    },
+}
+
+impl fmt::Display for ReportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReportError::Empty => f.write_str("a report needs one of description, url or report_html"),
+            ReportError::UrlWithFiles => f.write_str("url excludes report_html and report_dir"),
+            ReportError::DirWithoutIndex => f.write_str("report_dir needs report_html as its index page"),
+            ReportError::NotHttpUrl { url } => write!(f, "url must be an http(s) URL, got {url:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ReportError {}
+
 impl Report {
     /// Checks the rules of `report_output`; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ReportError> {
         if self.description.is_none() && self.url.is_none() && self.report_html.is_none() {
-            return Err("a report needs one of description, url or report_html".into());
+            return Err(ReportError::Empty);
         }
         if self.url.is_some() && (self.report_html.is_some() || self.report_dir.is_some()) {
-            return Err("url excludes report_html and report_dir".into());
+            return Err(ReportError::UrlWithFiles);
         }
         if self.report_dir.is_some() && self.report_html.is_none() {
-            return Err("report_dir needs report_html as its index page".into());
+            return Err(ReportError::DirWithoutIndex);
         }
         if let Some(url) = &self.url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("url must be an http(s) URL, got {url:?}"));
+                return Err(ReportError::NotHttpUrl { url: url.clone() });
             }
         }
         Ok(())
@@ -52,7 +84,7 @@ mod tests {
 
     fn report(fields: serde_json::Value) -> Result<(), String> {
         let report: Report = serde_json::from_value(fields).map_err(|e| e.to_string())?;
-        report.validate()
+        report.validate().map_err(|e| e.to_string())
     }
 
     #[test]
@@ -75,5 +107,7 @@ mod tests {
             Err("url must be an http(s) URL, got \"file:///etc/passwd\"".into())
         );
         assert!(report(json!({"titel": "typo"})).unwrap_err().contains("unknown field `titel`"));
+        let file = Report { url: Some("file:///etc/passwd".into()), ..Report::default() };
+        assert_eq!(file.validate(), Err(ReportError::NotHttpUrl { url: "file:///etc/passwd".into() }));
     }
 }

@@ -189,10 +189,18 @@ impl std::fmt::Debug for AuthConfig {
     }
 }
 
+/// An API gateway public key that cannot verify tokens: not an RSA public key in PEM.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not an RSA public key in PEM: {error}")]
+pub struct GatewayKeyError {
+    /// What the key parser said.
+    pub error: jsonwebtoken::errors::Error,
+}
+
 impl AuthConfig {
     /// Accepts `X-Bkapi-JWT` signed by the key whose PEM public key is `pem`.
-    pub fn with_gateway_public_key(mut self, pem: &[u8]) -> Result<AuthConfig, String> {
-        self.jwt_key = Some(DecodingKey::from_rsa_pem(pem).map_err(|e| format!("not an RSA public key in PEM: {e}"))?);
+    pub fn with_gateway_public_key(mut self, pem: &[u8]) -> Result<AuthConfig, GatewayKeyError> {
+        self.jwt_key = Some(DecodingKey::from_rsa_pem(pem).map_err(|error| GatewayKeyError { error })?);
         Ok(self)
     }
 

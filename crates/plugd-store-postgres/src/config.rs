@@ -21,6 +21,36 @@ pub enum SslMode {
     },
 }
 
+/// A `postgres://` URL that cannot be used. No variant holds the URL, and no message shows the
+/// password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PgUrlError {
+    /// Not a URL.
+    #[error("invalid PostgreSQL URL: {reason}")]
+    Syntax {
+        /// What the URL parser said.
+        reason: String,
+    },
+    /// A scheme other than `postgres://` or `postgresql://`.
+    #[error("invalid PostgreSQL URL: scheme {scheme:?}, expected postgres://")]
+    Scheme {
+        /// The scheme given.
+        scheme: String,
+    },
+    /// An `sslmode` libpq does not know.
+    #[error("invalid PostgreSQL URL: sslmode={sslmode}: expected disable, prefer, require, verify-ca or verify-full")]
+    SslMode {
+        /// The `sslmode` given.
+        sslmode: String,
+    },
+    /// A setting the driver refuses (a bad port, an unknown option...).
+    #[error("invalid PostgreSQL URL: {reason}")]
+    Setting {
+        /// What the driver said.
+        reason: String,
+    },
+}
+
 /// A parsed `postgres://` or `postgresql://` URL.
 #[derive(Debug, Clone)]
 pub struct PgUrl {
@@ -31,10 +61,10 @@ pub struct PgUrl {
 
 impl PgUrl {
     /// Parses `url`; the error names what is wrong, never the password.
-    pub fn parse(url: &str) -> Result<PgUrl, String> {
-        let mut parsed = url::Url::parse(url).map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
+    pub fn parse(url: &str) -> Result<PgUrl, PgUrlError> {
+        let mut parsed = url::Url::parse(url).map_err(|e| PgUrlError::Syntax { reason: e.to_string() })?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
-            return Err(format!("invalid PostgreSQL URL: scheme {:?}, expected postgres://", parsed.scheme()));
+            return Err(PgUrlError::Scheme { scheme: parsed.scheme().to_owned() });
         }
         let (mut ssl, mut root_cert) = ("prefer".to_owned(), None);
         let mut rest = Vec::new();
@@ -50,19 +80,15 @@ impl PgUrl {
             "allow" | "prefer" => SslMode::Prefer,
             "require" => SslMode::Require,
             "verify-ca" | "verify-full" => SslMode::VerifyFull { root_cert },
-            other => {
-                return Err(format!(
-                "invalid PostgreSQL URL: sslmode={other}: expected disable, prefer, require, verify-ca or verify-full"
-            ))
-            }
+            other => return Err(PgUrlError::SslMode { sslmode: other.to_owned() }),
         };
         if rest.is_empty() {
             parsed.set_query(None);
         } else {
             parsed.query_pairs_mut().clear().extend_pairs(rest);
         }
-        let mut config =
-            tokio_postgres::Config::from_str(parsed.as_str()).map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
+        let mut config = tokio_postgres::Config::from_str(parsed.as_str())
+            .map_err(|e| PgUrlError::Setting { reason: e.to_string() })?;
         // The driver's own TLS negotiation follows ours: TLS is attempted unless disabled.
         config.ssl_mode(match ssl {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
@@ -118,6 +144,8 @@ mod tests {
         assert_eq!(PgUrl::parse("postgresql://127.0.0.1/x?sslmode=require").unwrap().ssl, SslMode::Require);
         assert_eq!(PgUrl::parse("postgres://127.0.0.1/x").unwrap().ssl, SslMode::Prefer);
         let error = PgUrl::parse("postgres://u:pw@h/x?sslmode=maybe").unwrap_err();
+        assert_eq!(error, PgUrlError::SslMode { sslmode: "maybe".into() });
+        let error = error.to_string();
         assert!(error.contains("sslmode=maybe") && !error.contains("pw"), "{error}");
         assert_eq!(url.with_dbname("other").location(), "postgres://db.example:6432/other");
     }

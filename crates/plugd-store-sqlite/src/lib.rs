@@ -112,6 +112,14 @@ pub(crate) fn sql_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// A database URL that names no SQLite file: `sqlite://` (or `sqlite:`) with nothing after it, or nothing at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid database URL {url:?}: expected sqlite://PATH")]
+pub struct SqliteUrlError {
+    /// The URL as given.
+    pub url: String,
+}
+
 impl SqliteStore {
     /// Opens (creating and migrating if needed) the database at `path`, after checking that its
     /// directory takes writes and that `PRAGMA quick_check` finds it sound.
@@ -128,10 +136,10 @@ impl SqliteStore {
     }
 
     /// Parses `sqlite://PATH` (or a bare path) into a path.
-    pub fn path_from_url(url: &str) -> Result<PathBuf, String> {
+    pub fn path_from_url(url: &str) -> Result<PathBuf, SqliteUrlError> {
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         if path.is_empty() {
-            return Err(format!("invalid database URL {url:?}: expected sqlite://PATH"));
+            return Err(SqliteUrlError { url: url.to_owned() });
         }
         Ok(PathBuf::from(path))
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use plugd_core::store::Store;
 use plugd_core::transfer::Transfer;
 use plugd_store_postgres::{PgOptions, PgStore};
-use plugd_store_sqlite::{SqliteOptions, SqliteStore};
+use plugd_store_sqlite::{SqliteOptions, SqliteStore, SqliteUrlError};
 
 /// The schemes [`open_store`] accepts.
 pub const SCHEMES: &str = "sqlite://PATH, postgres://... or postgresql://...";
@@ -20,15 +20,38 @@ pub enum DbUrl {
     Postgres(String),
 }
 
+/// A `--db` URL that names no store. The messages start with `--db`, which a caller reading
+/// another flag replaces.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DbUrlError {
+    /// A `scheme://` other than the [`SCHEMES`].
+    #[error("--db: unknown scheme {scheme:?}: expected {SCHEMES}")]
+    UnknownScheme {
+        /// The scheme given.
+        scheme: String,
+    },
+    /// Nothing, or a `postgres:` URL without `//`.
+    #[error("--db {url:?}: expected {SCHEMES}")]
+    Malformed {
+        /// The URL given.
+        url: String,
+    },
+    /// A SQLite URL without a path.
+    #[error(transparent)]
+    Sqlite(#[from] SqliteUrlError),
+}
+
 impl DbUrl {
     /// Reads `url`; anything but the [`SCHEMES`] is an error naming them.
-    pub fn parse(url: &str) -> Result<DbUrl, String> {
+    pub fn parse(url: &str) -> Result<DbUrl, DbUrlError> {
         match url.split_once("://") {
             Some(("postgres" | "postgresql", _)) => Ok(DbUrl::Postgres(url.to_owned())),
-            Some(("sqlite", _)) => SqliteStore::path_from_url(url).map(DbUrl::Sqlite),
-            Some((scheme, _)) => Err(format!("--db: unknown scheme {scheme:?}: expected {SCHEMES}")),
-            None if url.starts_with("postgres:") || url.is_empty() => Err(format!("--db {url:?}: expected {SCHEMES}")),
-            None => SqliteStore::path_from_url(url).map(DbUrl::Sqlite),
+            Some(("sqlite", _)) => Ok(DbUrl::Sqlite(SqliteStore::path_from_url(url)?)),
+            Some((scheme, _)) => Err(DbUrlError::UnknownScheme { scheme: scheme.to_owned() }),
+            None if url.starts_with("postgres:") || url.is_empty() => {
+                Err(DbUrlError::Malformed { url: url.to_owned() })
+            }
+            None => Ok(DbUrl::Sqlite(SqliteStore::path_from_url(url)?)),
         }
     }
 }
@@ -61,7 +84,7 @@ pub async fn open_store(url: &str, options: StoreOptions) -> Result<Arc<dyn Stor
 
 /// [`open_store`], as a store that `plugd db copy` copies from and to.
 pub async fn open_transfer(url: &str, options: StoreOptions) -> Result<Arc<dyn Transfer>, OpenError> {
-    match DbUrl::parse(url).map_err(OpenError::Url)? {
+    match DbUrl::parse(url).map_err(|e| OpenError::Url(e.to_string()))? {
         DbUrl::Sqlite(path) => {
             let store = SqliteStore::open(&path, options.sqlite)
                 .map_err(|e| OpenError::Open(format!("cannot open the database {}: {}", path.display(), e.message)))?;
@@ -94,8 +117,13 @@ mod tests {
         assert!(matches!(DbUrl::parse("postgres://u@h/db"), Ok(DbUrl::Postgres(_))));
         assert!(matches!(DbUrl::parse("postgresql://u@h/db"), Ok(DbUrl::Postgres(_))));
         assert_eq!(
-            DbUrl::parse("mysql://u:pw@h/db").unwrap_err(),
+            DbUrl::parse("mysql://u:pw@h/db").unwrap_err().to_string(),
             "--db: unknown scheme \"mysql\": expected sqlite://PATH, postgres://... or postgresql://..."
+        );
+        assert_eq!(DbUrl::parse("").unwrap_err(), DbUrlError::Malformed { url: String::new() });
+        assert_eq!(
+            DbUrl::parse("sqlite://").unwrap_err().to_string(),
+            "invalid database URL \"sqlite://\": expected sqlite://PATH"
         );
     }
 }

@@ -121,26 +121,17 @@ pub(crate) struct Reply {
 }
 
 /// Why an execute got no answer.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum HostError {
     /// The host went away while it ran (it crashed, or another execute's timeout killed it).
+    #[error("the Python host {0} while running this execute")]
     Died(String),
     /// This execute ran past the timeout; its host was killed.
+    #[error("the execute timed out after {}s; its Python host was killed", .0.as_secs_f64())]
     TimedOut(Duration),
     /// No host could be started.
+    #[error("{0}")]
     Start(String),
-}
-
-impl std::fmt::Display for HostError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HostError::Died(why) => write!(f, "the Python host {why} while running this execute"),
-            HostError::TimedOut(after) => {
-                write!(f, "the execute timed out after {}s; its Python host was killed", after.as_secs_f64())
-            }
-            HostError::Start(why) => f.write_str(why),
-        }
-    }
 }
 
 /// The executes a host was given and not yet answered: by id, each with its nonce.

@@ -73,7 +73,7 @@ pub(crate) fn db(args: DbArgs) -> CliResult {
 /// Opens `url`; `create` says whether a SQLite file that does not exist may be created, `migrate`
 /// whether an older schema is migrated (or refused).
 async fn open(url: &str, flag: &str, create: bool, migrate: bool) -> CliResult<Arc<dyn Transfer>> {
-    let db = DbUrl::parse(url).map_err(|e| CliError::Usage(e.replacen("--db", flag, 1)))?;
+    let db = DbUrl::parse(url).map_err(|e| CliError::Usage(e.to_string().replacen("--db", flag, 1)))?;
     if let DbUrl::Sqlite(path) = &db {
         if !create && !path.exists() {
             return Err(CliError::Usage(format!("{flag}: the database {} does not exist", path.display())));

@@ -185,7 +185,7 @@ pub(crate) fn hooks(builder: RegistryBuilder, args: HooksArgs) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         HooksCommand::Run { stage, file, set, dry_run } => {
-            check_stage(&stage).map_err(CliError::Usage)?;
+            check_stage(&stage).map_err(|e| CliError::Usage(e.to_string()))?;
             let values = values(&set)?;
             let (hooks, registry) = load(builder, &file)?;
             // Every step's templates, rendered as far as they can be before the run: a misspelt

@@ -396,7 +396,7 @@ pub(crate) fn serve(plugins: RegistryBuilder, args: ServeArgs, verbose: bool) ->
     super::init_logging_with(verbose, "info", Some(capture.clone()));
     protect_process_memory();
     let disabled = disabled_plugins(&args.enable_plugins)?;
-    let db = DbUrl::parse(&args.db).map_err(CliError::Usage)?;
+    let db = DbUrl::parse(&args.db).map_err(|e| CliError::Usage(e.to_string()))?;
     let path = match &db {
         DbUrl::Sqlite(path) => Some(path.clone()),
         DbUrl::Postgres(_) => None,

@@ -24,12 +24,20 @@ pub struct HooksError {
     pub message: String,
 }
 
+/// A stage name that is not one of [`STAGES`]; the message names them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown stage {name:?}; expected one of {}", STAGES.join(", "))]
+pub struct UnknownStageError {
+    /// The name given.
+    pub name: String,
+}
+
 /// Whether `name` is one of [`STAGES`]; the error names them.
-pub fn check_stage(name: &str) -> Result<(), String> {
+pub fn check_stage(name: &str) -> Result<(), UnknownStageError> {
     if STAGES.contains(&name) {
         return Ok(());
     }
-    Err(format!("unknown stage {name:?}; expected one of {}", STAGES.join(", ")))
+    Err(UnknownStageError { name: name.to_owned() })
 }
 
 /// Stage-wide error handling.
@@ -248,10 +256,10 @@ impl HooksFile {
         let defaults = raw.defaults;
         let mut stages = Vec::new();
         for (stage_name, raw_steps) in raw.stages {
-            if let Err(message) = check_stage(&stage_name) {
+            if let Err(e) = check_stage(&stage_name) {
                 let line =
                     text.lines().position(|l| l.trim_start().starts_with(&format!("{stage_name}:"))).map(|n| n + 1);
-                return Err(error(line, message));
+                return Err(error(line, e.to_string()));
             }
             let mut steps = Vec::new();
             for (index, mut raw) in raw_steps.into_iter().enumerate() {

@@ -9,6 +9,8 @@ mod config;
 mod run;
 mod template;
 
-pub use config::{check_stage, Defaults, HooksError, HooksFile, Inputs, PlannedStep, Stage, Step, STAGES};
+pub use config::{
+    check_stage, Defaults, HooksError, HooksFile, Inputs, PlannedStep, Stage, Step, UnknownStageError, STAGES,
+};
 pub use run::{run_stage, StageReport, StepReport, StepState};
-pub use template::{Renderer, Scope, TemplateValues};
+pub use template::{RenderError, Renderer, Scope, TemplateValues};

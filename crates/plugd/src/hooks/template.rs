@@ -134,7 +134,7 @@ impl TemplateValues {
 /// What the last render looked up and did not find, and whether it used a placeholder.
 #[derive(Debug, Default)]
 struct Tracker {
-    miss: Mutex<Option<String>>,
+    miss: Mutex<Option<RenderError>>,
     placeholder: AtomicBool,
 }
 
@@ -144,7 +144,7 @@ impl Tracker {
         self.placeholder.store(false, Ordering::Relaxed);
     }
 
-    fn last_miss(&self) -> Option<String> {
+    fn last_miss(&self) -> Option<RenderError> {
         self.miss.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -172,7 +172,7 @@ struct Node {
 }
 
 impl Node {
-    fn explain(&self, key: &str) -> String {
+    fn explain(&self, key: &str) -> RenderError {
         let path = if self.path.is_empty() { key.to_owned() } else { format!("{}.{key}", self.path) };
         let keys: Vec<&str> = self.fields.iter().map(|(k, _)| k.as_str()).collect();
         let close = closest(key, &keys).map(|k| {
@@ -198,7 +198,7 @@ impl Node {
             }
             (Hint::Plain, None) => format!(" ({} {has})", self.path),
         };
-        format!("undefined variable {path}{why}")
+        RenderError::UndefinedVariable { variable: path, hint: why }
     }
 }
 
@@ -293,6 +293,28 @@ fn distance(a: &str, b: &str) -> usize {
     rows[a.len()][b.len()]
 }
 
+/// A template that cannot be rendered. The message says what is wrong, not where: the caller names
+/// the file, line, step and input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// A variable that does not exist: `undefined variable package.nmae (did you mean package.name?)`.
+    #[error("undefined variable {variable}{hint}")]
+    UndefinedVariable {
+        /// Its dotted path, e.g. `package.nmae`.
+        variable: String,
+        /// The rest of the message: what exists instead, or why it is missing, e.g.
+        /// ` (did you mean package.name?)` or `: not set in the environment`.
+        hint: String,
+    },
+    /// Any other error of the template engine (a value it cannot name, a bad filter, a wrong
+    /// type), without its position.
+    #[error("{message}")]
+    Template {
+        /// What the engine said.
+        message: String,
+    },
+}
+
 /// Renders templates against one snapshot of [`TemplateValues`].
 pub struct Renderer {
     env: Environment<'static>,
@@ -303,7 +325,7 @@ pub struct Renderer {
 
 impl Renderer {
     /// Renders every template in `value`; an error names the variable that does not exist.
-    pub fn render(&self, value: &Value) -> Result<Value, String> {
+    pub fn render(&self, value: &Value) -> Result<Value, RenderError> {
         Ok(match value {
             Value::String(text) => self.render_text(text)?,
             Value::Array(items) => Value::Array(items.iter().map(|i| self.render(i)).collect::<Result<_, _>>()?),
@@ -318,7 +340,7 @@ impl Renderer {
         })
     }
 
-    fn render_text(&self, text: &str) -> Result<Value, String> {
+    fn render_text(&self, text: &str) -> Result<Value, RenderError> {
         self.tracker.reset();
         let rendered = match whole_expression(text) {
             Some(expr) => self.env.compile_expression(expr).and_then(|e| e.eval(&self.context)).map(|result| {
@@ -332,16 +354,19 @@ impl Renderer {
         };
         match rendered {
             Ok(Some(value)) => Ok(value),
-            Ok(None) => Err(self.tracker.last_miss().unwrap_or_else(|| "undefined value".to_owned())),
+            Ok(None) => Err(self
+                .tracker
+                .last_miss()
+                .unwrap_or_else(|| RenderError::Template { message: "undefined value".to_owned() })),
             Err(e) if e.kind() == ErrorKind::UndefinedError => {
-                Err(self.tracker.last_miss().unwrap_or_else(|| describe(&e)))
+                Err(self.tracker.last_miss().unwrap_or_else(|| RenderError::Template { message: describe(&e) }))
             }
             // An operation on a placeholder (`{{ steps.a.outputs.n + 1 }}`) has no value before the
             // run: shown as written.
             Err(_) if self.scope != Scope::Run && self.tracker.placeholder.load(Ordering::Relaxed) => {
                 Ok(Value::String(text.to_owned()))
             }
-            Err(e) => Err(describe(&e)),
+            Err(e) => Err(RenderError::Template { message: describe(&e) }),
         }
     }
 }
@@ -376,7 +401,7 @@ mod tests {
 
     fn render(v: &TemplateValues, scope: Scope, earlier: &[&str], value: Value) -> Result<Value, String> {
         let earlier: Vec<String> = earlier.iter().map(|s| (*s).to_owned()).collect();
-        v.renderer(scope, "pre_release", &earlier).render(&value)
+        v.renderer(scope, "pre_release", &earlier).render(&value).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -418,6 +443,10 @@ mod tests {
             );
         }
         // `package.version` not given: the run and the dry run know; check does not.
+        assert_eq!(
+            v.renderer(Scope::Run, "pre_release", &[]).render(&json!("{{ pakage.name }}")).unwrap_err(),
+            RenderError::UndefinedVariable { variable: "pakage".into(), hint: " (did you mean package?)".into() }
+        );
         let unset = TemplateValues { package: json!({"name": "foo"}).as_object().unwrap().clone(), ..values() };
         for scope in [Scope::Run, Scope::DryRun] {
             assert_eq!(
