@@ -81,10 +81,11 @@ impl Writer {
         // A background connection copies the WAL into the database continuously (PASSIVE, never
         // blocking), so the writer's own automatic checkpoint, which lets the WAL restart from the
         // beginning, finds little left to copy and costs a commit almost nothing.
-        // The writer reads the pages it changes: a page cache of 64 MiB (the default is 2 MiB) keeps
-        // the hot ones in memory instead of reading them back from the file at every batch.
+        // The writer reads the pages it changes: a page cache of 16 MiB (the default is 2 MiB) keeps
+        // the hot ones in memory instead of reading them back from the file at every batch (64 MiB
+        // was no faster, and held 15 MB more with 50,000 invocations suspended).
         conn.execute_batch(
-            "PRAGMA wal_autocheckpoint = 16000; PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -65536;",
+            "PRAGMA wal_autocheckpoint = 16000; PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -16384;",
         )
         .map_err(sql_error)?;
         let closed = Arc::new(AtomicBool::new(false));
