@@ -103,6 +103,18 @@ pub fn cancelled(state: State, now: Millis) -> Result<(State, Plan), State> {
     Ok((fail, plan(fail, None, None, None, false, now)))
 }
 
+/// When a lease taken (or renewed) at `now` for `lease` ends: the claim's `lease_expires_at`, and
+/// also its `next_run_at`, so that what a claimer that died was running comes due again then.
+pub fn lease_ends(now: Millis, lease: Duration) -> Millis {
+    millis_after(now, lease)
+}
+
+/// When an invocation whose claim was given back at `now` (at shutdown, or a trigger that could not
+/// run) is due: at once.
+pub fn due_after_release(now: Millis) -> Millis {
+    now
+}
+
 /// The deadline of an invocation accepted at `now` under a runtime limit of `deadline`.
 pub fn deadline_at(now: Millis, deadline: Option<Duration>) -> Option<Millis> {
     deadline.map(|d| millis_after(now, d))

@@ -5,9 +5,9 @@ use serde_json::{json, Map, Value};
 
 use crate::api::routes::{GatewayAuth, BK_ROUTES};
 
-/// The gateway's import document: one resource per bk-plugin route that has one
-/// ([`crate::api::routes::Gateway`]), forwarding to that route below `backend_prefix` (the server's
-/// `/bk_plugin/` or `/plugins/<plugin>/bk_plugin/`).
+/// The gateway's import document: one resource per bk-plugin route the route table publishes there,
+/// forwarding to that route below `backend_prefix` (the server's `/bk_plugin/` or
+/// `/plugins/<plugin>/bk_plugin/`).
 pub fn resources(backend_prefix: &str) -> Value {
     let backend_prefix = backend_prefix.trim_end_matches('/');
     let mut paths = Map::new();

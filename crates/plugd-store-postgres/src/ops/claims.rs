@@ -9,7 +9,7 @@ use plugd_core::schedule::{self, ClaimDecision, Deadlines};
 use plugd_core::store::{Claim, Millis};
 use plugd_sdk::Callback;
 
-use super::{millis, read_row, wait_of, Cached, Res, COLUMNS};
+use super::{read_row, wait_of, Cached, Res, COLUMNS};
 use crate::{data_error, pg_error};
 
 /// Claims due invocations of the served (plugin, version) pairs in one statement (rows locked by
@@ -24,7 +24,7 @@ pub(crate) async fn claim(c: &Object, limit: usize, owner: &str, lease: Duration
     let sql = claim_sql(served.len());
     let (plugins, versions) = (served.plugins(), served.versions());
     let rows = c
-        .cached_query(&sql, &[&(limit as i64), &owner, &millis(lease), &plugins, &versions])
+        .cached_query(&sql, &[&(limit as i64), &owner, &lease_offset(lease), &plugins, &versions])
         .await
         .map_err(pg_error)?;
     let (mut wait_ids, mut wait_attempts, mut wait_at) = (Vec::new(), Vec::new(), Vec::new());
@@ -117,12 +117,18 @@ fn claim_sql(pairs: usize) -> Arc<str> {
     sql
 }
 
+/// The end of a lease as an offset from the database's now, which the statements add (core's rule,
+/// planned at 0: the claim is one statement, with no round trip to read the clock first).
+fn lease_offset(lease: Duration) -> Millis {
+    schedule::lease_ends(0, lease)
+}
+
 pub(crate) async fn renew(c: &Object, trace_id: &str, attempt: i64, lease: Duration) -> Res<bool> {
     let changed = c
         .cached_execute(
             "UPDATE invocations SET lease_expires_at = plugd_now_ms() + $3, next_run_at = plugd_now_ms() + $3
              WHERE trace_id = $1 AND attempt = $2 AND lease_owner IS NOT NULL",
-            &[&trace_id, &attempt, &millis(lease)],
+            &[&trace_id, &attempt, &lease_offset(lease)],
         )
         .await
         .map_err(pg_error)?;
@@ -131,9 +137,9 @@ pub(crate) async fn renew(c: &Object, trace_id: &str, attempt: i64, lease: Durat
 
 pub(crate) async fn release(c: &Object, trace_id: &str, attempt: i64) -> Res<()> {
     c.cached_execute(
-        "UPDATE invocations SET lease_owner = NULL, lease_expires_at = NULL, next_run_at = plugd_now_ms()
+        "UPDATE invocations SET lease_owner = NULL, lease_expires_at = NULL, next_run_at = plugd_now_ms() + $3
          WHERE trace_id = $1 AND attempt = $2 AND lease_owner IS NOT NULL",
-        &[&trace_id, &attempt],
+        &[&trace_id, &attempt, &schedule::due_after_release(0)],
     )
     .await
     .map_err(pg_error)?;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use plugd_core::schedule::{self, ClaimDecision, Deadlines};
-use plugd_core::store::{millis_after, until, Claim, Millis};
+use plugd_core::store::{until, Claim, Millis};
 use plugd_sdk::{Callback, State};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -29,7 +29,7 @@ pub(crate) fn claim(
     lease: Duration,
     served: &str,
 ) -> Res<Vec<Claim>> {
-    let until = millis_after(now, lease);
+    let until = schedule::lease_ends(now, lease);
     type Due = (String, Millis, u8, Option<Millis>, Option<Millis>);
     let due: Vec<Due> = conn
         .prepare_cached(
@@ -75,7 +75,7 @@ pub(crate) fn claim(
 }
 
 pub(crate) fn renew(conn: &Connection, trace_id: &str, attempt: i64, now: Millis, lease: Duration) -> Res<bool> {
-    let until = millis_after(now, lease);
+    let until = schedule::lease_ends(now, lease);
     let changed = conn
         .prepare_cached(
             "UPDATE invocations SET lease_expires_at = ?3, next_run_at = ?3
@@ -91,7 +91,7 @@ pub(crate) fn release(conn: &Connection, trace_id: &str, attempt: i64, now: Mill
         "UPDATE invocations SET lease_owner = NULL, lease_expires_at = NULL, next_run_at = ?3
          WHERE trace_id = ?1 AND attempt = ?2 AND lease_owner IS NOT NULL",
     )
-    .and_then(|mut s| s.execute(params![trace_id, attempt, now]))
+    .and_then(|mut s| s.execute(params![trace_id, attempt, schedule::due_after_release(now)]))
     .map_err(sql_error)?;
     Ok(())
 }

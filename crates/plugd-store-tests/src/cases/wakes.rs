@@ -76,9 +76,8 @@ pub async fn wake_ups_reach_the_other_processes(store: Arc<dyn Store>, neighbour
     // listens, a wake-up is lost (and found by its polling), so the first one may need repeating.
     let give_up = std::time::Instant::now() + PATIENCE;
     let warm_up = invocation(State::Success);
-    while !wakes(&*neighbour, Wake::Invocations, async { store.release(&warm_up.trace_id, 0, now()).await.unwrap() })
-        .await
-    {
+    let release = || async { store.release(&warm_up.trace_id, 0, now()).await.unwrap() };
+    while !wakes_within(Duration::from_millis(500), &*neighbour, Wake::Invocations, release()).await {
         assert!(std::time::Instant::now() < give_up, "the neighbour never heard a wake-up");
     }
 
