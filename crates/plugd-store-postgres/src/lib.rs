@@ -209,8 +209,11 @@ impl PgStore {
             Err(newer) => return Err(StoreError::new(StoreErrorKind::Data, newer)),
         }
         drop(conn);
-        tokio::spawn(wake::send(store.wakes.clone(), store.pool.clone()));
-        tokio::spawn(wake::listen(store.wakes.clone(), store.url.clone()));
+        // Both references before either task starts: each runs while the store holds the third, and
+        // one that started before the other's reference existed would count two and stop at once.
+        let (sender, listener) = (store.wakes.clone(), store.wakes.clone());
+        tokio::spawn(wake::send(sender, store.pool.clone()));
+        tokio::spawn(wake::listen(listener, store.url.clone()));
         Ok(store)
     }
 

@@ -9,8 +9,9 @@ use plugd_store_tests::{Harness, TestDatabase};
 async fn open() -> Option<Harness> {
     let database = TestDatabase::create("the PostgreSQL conformance suite").await?;
     let store = PgStore::open(database.url(), PgOptions::default()).await.unwrap();
-    // Another node's store on the same database.
-    let neighbour = PgStore::open(database.url(), PgOptions::default()).await.unwrap();
+    // Another node's store on the same database (a small pool: the cases run side by side, and
+    // PostgreSQL's connections are few).
+    let neighbour = PgStore::open(database.url(), PgOptions { pool_size: 2, ..PgOptions::default() }).await.unwrap();
     Some(Harness::new(Arc::new(store), Some(Box::pin(database.drop_database()))).with_neighbour(Arc::new(neighbour)))
 }
 

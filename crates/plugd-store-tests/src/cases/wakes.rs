@@ -74,7 +74,7 @@ pub async fn wake_ups_reach_the_other_processes(store: Arc<dyn Store>, neighbour
 
     // The neighbour listens from a connection of its own, opened in the background: until it
     // listens, a wake-up is lost (and found by its polling), so the first one may need repeating.
-    let give_up = std::time::Instant::now() + PATIENCE;
+    let give_up = std::time::Instant::now() + 3 * PATIENCE;
     let warm_up = invocation(State::Success);
     let release = || async { store.release(&warm_up.trace_id, 0, now()).await.unwrap() };
     while !wakes_within(Duration::from_millis(500), &*neighbour, Wake::Invocations, release()).await {
