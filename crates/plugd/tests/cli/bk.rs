@@ -343,10 +343,10 @@ class Probe(Plugin):
             PR_GET_DUMPABLE = 3
             context.outputs["dumpable"] = ctypes.CDLL(None).prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
         elif inputs.mode == "flood":
-            import __main__
+            from plugd_host import log_capture
 
             for i in range(50000):
-                __main__._local.logs.append(["INFO", "flood %d" % i])
+                log_capture._local.logs.append(["INFO", "flood %d" % i])
         elif inputs.mode == "memory":
             context.outputs["bytes"] = len(bytearray(2 * 1024 * 1024 * 1024))
         elif inputs.mode == "victim":
